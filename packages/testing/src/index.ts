@@ -1,0 +1,4 @@
+export * from "./infra.js";
+export * from "./isolation.js";
+export * from "./process.js";
+export * from "./vitest.js";
