@@ -13,6 +13,7 @@ export default defineConfig({
     fileParallelism: true,
     testTimeout: 60_000,
     hookTimeout: 120_000,
+    reporters: ["default", "./packages/testing/src/summary-reporter.ts"],
     globalSetup: ["./packages/testing/src/global-setup.ts"],
     projects: [
       {
