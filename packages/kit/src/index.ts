@@ -9,3 +9,4 @@ export * from "./managed.js";
 export * from "./namespace.js";
 export * from "./nats.js";
 export * from "./postgres.js";
+export * from "./reactor.js";
