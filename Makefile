@@ -60,7 +60,7 @@ proto-check: install
 	$(PNPM) --filter @spool/proto run check
 
 lint: install
-	$(PNPM) exec biome ci .
+	$(PNPM) exec biome ci $(if $(CI),--colors=off,) .
 
 format: install
 	$(PNPM) exec biome check --write .
