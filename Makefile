@@ -13,9 +13,10 @@ SYSTEM_NODE_MAJOR := $(shell node -p 'process.versions.node.split(".")[0]' 2>/de
 
 ifeq ($(shell test $(SYSTEM_NODE_MAJOR) -ge 22 && echo yes),yes)
 NODE_STAMP :=
+NODE_BIN := $(shell command -v node)
 else
 NODE_STAMP := $(TOOLS)/.node-$(NODE_VERSION)
-export PATH := $(TOOLS)/bin:$(PATH)
+NODE_BIN := $(TOOLS)/bin/node
 endif
 PNPM_STAMP := $(TOOLS)/.pnpm-$(PNPM_VERSION)
 PNPM := $(TOOLS)/bin/pnpm
@@ -37,9 +38,10 @@ $(NODE_STAMP):
 	@touch $@
 
 $(PNPM_STAMP): $(NODE_STAMP)
+	@rm -f $(TOOLS)/.pnpm-*
 	@mkdir -p $(TOOLS)/bin
 	npm install --no-save --no-package-lock --prefix $(TOOLS)/pnpm pnpm@$(PNPM_VERSION) >/dev/null
-	printf '#!/bin/sh\nexec "%s/bin/node" "%s/pnpm/node_modules/pnpm/bin/pnpm.cjs" "$$@"\n' "$(TOOLS)" "$(TOOLS)" > $(PNPM)
+	printf '#!/bin/sh\nexec "%s" "%s/pnpm/node_modules/pnpm/bin/pnpm.cjs" "$$@"\n' "$(NODE_BIN)" "$(TOOLS)" > $(PNPM)
 	chmod +x $(PNPM)
 	@touch $@
 
