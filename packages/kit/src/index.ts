@@ -10,3 +10,4 @@ export * from "./namespace.js";
 export * from "./nats.js";
 export * from "./postgres.js";
 export * from "./reactor.js";
+export * from "./secret-box.js";
