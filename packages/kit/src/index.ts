@@ -11,3 +11,4 @@ export * from "./nats.js";
 export * from "./postgres.js";
 export * from "./reactor.js";
 export * from "./secret-box.js";
+export * from "./auth/index.js";

@@ -71,7 +71,10 @@ async function deleteStreams(natsUrl: string, prefix: string): Promise<void> {
     nc = await connect({ servers: natsUrl });
     const jsm = await jetstreamManager(nc);
     for await (const name of jsm.streams.names()) {
-      if (name.startsWith(`${prefix}_`)) await jsm.streams.delete(name);
+      // KV buckets and object stores live in streams named KV_<bucket> and OBJ_<bucket>.
+      if ([`${prefix}_`, `KV_${prefix}_`, `OBJ_${prefix}_`].some((p) => name.startsWith(p))) {
+        await jsm.streams.delete(name);
+      }
     }
   } finally {
     await nc?.close();

@@ -1,0 +1,4 @@
+export * from "./jwks.js";
+export * from "./principal.js";
+export * from "./revocations.js";
+export * from "./verifier.js";
