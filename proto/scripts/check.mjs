@@ -40,6 +40,7 @@ const tmp = mkdtempSync(join(tmpdir(), "spool-proto-"));
 try {
   const template = readFileSync(join(protoDir, "buf.gen.yaml"), "utf8").replace("out: gen", `out: ${tmp}`);
   run(buf, ["generate", "--template", template]);
+  run(buf, ["build", "--exclude-source-info", "-o", join(tmp, "descriptors.binpb")]);
   const committed = listFiles(join(protoDir, "gen"));
   const fresh = listFiles(tmp);
   if (committed.join("\n") !== fresh.join("\n")) {
@@ -48,7 +49,7 @@ try {
     );
   }
   for (const f of fresh) {
-    if (readFileSync(join(protoDir, "gen", f), "utf8") !== readFileSync(join(tmp, f), "utf8")) {
+    if (!readFileSync(join(protoDir, "gen", f)).equals(readFileSync(join(tmp, f)))) {
       fail(`gen/${f} differs from what the protos generate; run 'make generate' and commit.`);
     }
   }

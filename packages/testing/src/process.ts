@@ -1,10 +1,15 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
+import { pathToFileURL } from "node:url";
 
 const require = createRequire(import.meta.url);
-/** tsx's CLI: runs a TypeScript entry point, resolving workspace packages to their sources. */
-const TSX_CLI = join(dirname(require.resolve("tsx/package.json")), "dist/cli.mjs");
+/**
+ * tsx's loader, imported into a plain node process. (tsx's CLI would put a
+ * wrapper process in between that SIGKILLs the child when a forwarded signal
+ * is not confirmed quickly: shutdown tests must signal the real process.)
+ */
+const TSX_LOADER = pathToFileURL(join(dirname(require.resolve("tsx/package.json")), "dist/loader.mjs")).href;
 
 export interface Child {
   proc: ChildProcess;
@@ -19,7 +24,7 @@ export interface Child {
 
 /** Runs a TypeScript file as a child process (Node with tsx, "source" export condition). */
 export function runTs(file: string, options: { env?: Record<string, string>; args?: string[] } = {}): Child {
-  const proc = spawn(process.execPath, ["--conditions=source", TSX_CLI, file, ...(options.args ?? [])], {
+  const proc = spawn(process.execPath, ["--conditions=source", "--import", TSX_LOADER, file, ...(options.args ?? [])], {
     env: { ...process.env, ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,0 +1,302 @@
+import {
+  type ChannelOptions,
+  Server,
+  ServerCredentials,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from "@grpc/grpc-js";
+import { AdminServiceService } from "@spool/proto/spool/admin/v1/admin.js";
+import type { Registry } from "prom-client";
+import type { DeadLetterStore } from "../dead-letters.js";
+import type { Logger } from "../logger.js";
+import type { ManagedConsumer } from "../managed.js";
+import { type AdminAuthorizer, adminServiceHandlers, ConsumerRegistry } from "./admin-service.js";
+import { type AsyncService, toGrpcHandlers } from "./handlers.js";
+import { consumerCheck, HEALTH_SERVICE_NAME, type HealthCheck, HealthMonitor } from "./health.js";
+import { grpcMetrics, serverInterceptor } from "./interceptor.js";
+import { createReflection, fileDescriptorsOf, spoolDescriptorSets } from "./reflection.js";
+
+export interface GrpcAppOptions {
+  /** The service's name, for logs. */
+  name: string;
+  logger: Logger;
+  host?: string;
+  /** 0 picks a free port (tests). */
+  port: number;
+  /** Largest request message accepted; larger ones get RESOURCE_EXHAUSTED. */
+  maxReceiveBytes: number;
+  /** Largest response message sent (grpc-js has no limit by default). */
+  maxSendBytes: number;
+  /** How long in-flight calls may take to finish once shutdown begins. */
+  shutdownGraceMs: number;
+  /** Longest a unary call may run whatever the client's deadline (default 30 s). */
+  maxUnaryMs?: number;
+  /** Longest a streaming call may run (default unlimited: follow streams end with their client or at shutdown). */
+  maxStreamMs?: number;
+  /** Where gRPC metrics go; none when omitted. */
+  metrics?: Registry;
+  /**
+   * FileDescriptorSets (`buf build` output) describing the served services,
+   * for reflection; default: the one @spool/proto ships, if any.
+   */
+  descriptorSets?: readonly Uint8Array[];
+  /** How often health checks run (default 1500 ms). */
+  healthIntervalMs?: number;
+  /** Each closer's time limit at shutdown (default 10 s). */
+  closerTimeoutMs?: number;
+  /** Extra grpc-js options, applied last. */
+  serverOptions?: ChannelOptions;
+}
+
+/** The options of GrpcAppOptions that come from the shared configuration. */
+export interface GrpcConfig {
+  GRPC_HOST: string;
+  GRPC_PORT: number;
+  GRPC_MAX_RECEIVE_BYTES: number;
+  GRPC_MAX_SEND_BYTES: number;
+  SHUTDOWN_GRACE_MS: number;
+}
+
+export function grpcOptionsFromConfig(
+  config: GrpcConfig,
+): Pick<GrpcAppOptions, "host" | "port" | "maxReceiveBytes" | "maxSendBytes" | "shutdownGraceMs"> {
+  return {
+    host: config.GRPC_HOST,
+    port: config.GRPC_PORT,
+    maxReceiveBytes: config.GRPC_MAX_RECEIVE_BYTES,
+    maxSendBytes: config.GRPC_MAX_SEND_BYTES,
+    shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+  };
+}
+
+export interface StopResult {
+  /** In-flight calls finished within the grace period and every closer succeeded. */
+  clean: boolean;
+  /** The grace period ran out and remaining calls were cancelled. */
+  forced: boolean;
+  failedClosers: string[];
+}
+
+interface Closer {
+  name: string;
+  close: () => unknown;
+}
+
+// Keepalive: find dead peers (half-open TCP behind NATed load balancers)
+// within about a minute and a half, without chattering on healthy ones.
+const KEEPALIVE: ChannelOptions = {
+  "grpc.keepalive_time_ms": 60_000,
+  "grpc.keepalive_timeout_ms": 20_000,
+};
+
+/**
+ * A gRPC server with the kit's interceptor, health, reflection and graceful
+ * shutdown. Register services, checks, consumers and closers, then start().
+ */
+export class GrpcApp {
+  readonly server: Server;
+  readonly health: HealthMonitor;
+  readonly consumers = new ConsumerRegistry();
+  readonly logger: Logger;
+  readonly #o: GrpcAppOptions;
+  readonly #services: string[] = [];
+  readonly #consumerStops: Closer[] = [];
+  readonly #closers: Closer[] = [];
+  readonly #stopping = new AbortController();
+  #port: number | undefined;
+  #stopped: Promise<StopResult> | undefined;
+
+  constructor(options: GrpcAppOptions) {
+    this.#o = options;
+    this.logger = options.logger;
+    this.health = new HealthMonitor({
+      logger: options.logger,
+      ...(options.healthIntervalMs !== undefined ? { intervalMs: options.healthIntervalMs } : {}),
+    });
+    this.server = new Server({
+      ...KEEPALIVE,
+      "grpc.max_receive_message_length": options.maxReceiveBytes,
+      "grpc.max_send_message_length": options.maxSendBytes,
+      ...options.serverOptions,
+      interceptors: [
+        serverInterceptor({
+          logger: options.logger,
+          metrics: options.metrics ? grpcMetrics(options.metrics) : undefined,
+          draining: () => this.#stopping.signal.aborted,
+          maxUnaryMs: options.maxUnaryMs ?? 30_000,
+          maxStreamMs: options.maxStreamMs ?? Number.POSITIVE_INFINITY,
+          quietMethods: new Set([`/${HEALTH_SERVICE_NAME}/Check`, `/${HEALTH_SERVICE_NAME}/Watch`]),
+        }),
+      ],
+    });
+  }
+
+  /** The bound port, once started. */
+  get port(): number {
+    if (this.#port === undefined) throw new Error("the server is not started");
+    return this.#port;
+  }
+
+  /** Adds a service written as async methods; thrown SpoolErrors become their gRPC status. */
+  addService<D extends ServiceDefinition>(definition: D, implementation: AsyncService<D>): this {
+    const handlers = toGrpcHandlers(definition, implementation, {
+      logger: this.logger,
+      stopping: this.#stopping.signal,
+    });
+    return this.addGrpcService(definition, handlers);
+  }
+
+  /** Adds grpc-js handlers as they are (client/bidi streaming); errors are the handler's business. */
+  addGrpcService(definition: ServiceDefinition, handlers: UntypedServiceImplementation): this {
+    // Health names and reflection are fixed at start.
+    if (this.#port !== undefined) throw new Error("add services before start()");
+    this.server.addService(definition, handlers);
+    const name = serviceName(definition);
+    this.#services.push(name);
+    this.health.addService(name);
+    return this;
+  }
+
+  /** Serves spool.admin.v1.AdminService over this app's consumers. */
+  addAdminService(options: { deadLetters: DeadLetterStore; authorize: AdminAuthorizer }): this {
+    const handlers = adminServiceHandlers(
+      { consumers: this.consumers, ...options },
+      { logger: this.logger, stopping: this.#stopping.signal },
+    );
+    return this.addGrpcService(AdminServiceService, handlers);
+  }
+
+  addHealthCheck(check: HealthCheck): this {
+    this.health.addCheck(check);
+    return this;
+  }
+
+  /**
+   * Registers a projection or reactor: listed by the admin service, part of
+   * health, and stopped at shutdown when it has a stop() method.
+   */
+  addConsumer(consumer: ManagedConsumer & { stop?: () => Promise<void> }): this {
+    this.consumers.add(consumer);
+    this.health.addCheck(consumerCheck(consumer));
+    const stop = consumer.stop;
+    if (stop)
+      this.#consumerStops.push({ name: `consumer ${consumer.name}`, close: () => stop.call(consumer) });
+    return this;
+  }
+
+  /**
+   * Runs at shutdown, after the gRPC server and then the consumers
+   * (addConsumer) have stopped. Closers run in reverse order of registration,
+   * like nested cleanups: register each resource when it is created, and
+   * create the stores before NATS, so NATS drains first (a drain still
+   * delivers pending messages, whose handlers need PostgreSQL and Redis).
+   */
+  onClose(name: string, close: () => unknown): this {
+    this.#closers.push({ name, close });
+    return this;
+  }
+
+  async start(): Promise<number> {
+    this.#addHealthAndReflection();
+    this.#port = await this.#bind();
+    this.health.start();
+    await this.health.refresh();
+    this.logger.info(
+      { port: this.#port, services: this.#services, health: this.health.current.status },
+      "grpc server listening",
+    );
+    return this.#port;
+  }
+
+  /**
+   * Stops accepting calls, lets in-flight ones finish within the grace period
+   * (then cancels them), and runs the closers. Safe to call more than once.
+   */
+  stop(reason = "stop requested"): Promise<StopResult> {
+    this.#stopped ??= this.#stop(reason);
+    return this.#stopped;
+  }
+
+  async #stop(reason: string): Promise<StopResult> {
+    this.logger.info({ reason, graceMs: this.#o.shutdownGraceMs }, "shutting down");
+    this.#stopping.abort();
+    this.health.stop();
+    const forced = !(await this.#drain());
+    const failedClosers = await this.#runClosers();
+    const result = { clean: !forced && failedClosers.length === 0, forced, failedClosers };
+    this.logger.info(result, "shut down");
+    return result;
+  }
+
+  /** True when every call finished within the grace period. */
+  #drain(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.logger.warn("grace period over: cancelling calls still running");
+        this.server.forceShutdown();
+        resolve(false);
+      }, this.#o.shutdownGraceMs);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  async #runClosers(): Promise<string[]> {
+    const failed: string[] = [];
+    for (const closer of [...this.#closers, ...this.#consumerStops].reverse()) {
+      try {
+        await withTimeout(Promise.resolve().then(closer.close), this.#o.closerTimeoutMs ?? 10_000);
+        this.logger.info({ closer: closer.name }, "closed");
+      } catch (err) {
+        failed.push(closer.name);
+        this.logger.error({ err, closer: closer.name }, "closer failed");
+      }
+    }
+    return failed;
+  }
+
+  #addHealthAndReflection(): void {
+    this.health.addToServer(this.server);
+    const sets = this.#o.descriptorSets ?? spoolDescriptorSets();
+    const files = [...sets.flatMap(fileDescriptorsOf), ...HealthMonitor.fileDescriptorProtos()];
+    const reflection = createReflection(files, [...this.#services, HEALTH_SERVICE_NAME]);
+    if (reflection.missing.length > 0) {
+      this.logger.warn(
+        { services: reflection.missing },
+        "no descriptors for these services: reflection cannot describe them",
+      );
+    }
+    reflection.service.addToServer(this.server);
+  }
+
+  #bind(): Promise<number> {
+    const address = `${this.#o.host ?? "0.0.0.0"}:${this.#o.port}`;
+    return new Promise((resolve, reject) => {
+      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      );
+    });
+  }
+}
+
+export function createGrpcServer(options: GrpcAppOptions): GrpcApp {
+  return new GrpcApp(options);
+}
+
+/** "spool.admin.v1.AdminService" from a definition's method paths. */
+export function serviceName(definition: ServiceDefinition): string {
+  const first = Object.values(definition)[0];
+  const match = first?.path.match(/^\/([^/]+)\//);
+  if (!match?.[1]) throw new Error("a service definition needs at least one method");
+  return match[1];
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
