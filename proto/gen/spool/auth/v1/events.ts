@@ -113,7 +113,10 @@ export interface ServiceAccountCreated {
   orgId: string;
   name: string;
   scopes: string[];
-  /** argon2id PHC string of the client secret. */
+  /**
+   * "sha256:" + hex digest of the client secret (256 random bits, so a fast
+   * hash is enough; it is never stored or logged in clear).
+   */
   secretHash: string;
   createdBy: string;
 }
