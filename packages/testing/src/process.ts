@@ -24,10 +24,14 @@ export interface Child {
 
 /** Runs a TypeScript file as a child process (Node with tsx, "source" export condition). */
 export function runTs(file: string, options: { env?: Record<string, string>; args?: string[] } = {}): Child {
-  const proc = spawn(process.execPath, ["--conditions=source", "--import", TSX_LOADER, file, ...(options.args ?? [])], {
-    env: { ...process.env, ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const proc = spawn(
+    process.execPath,
+    ["--conditions=source", "--import", TSX_LOADER, file, ...(options.args ?? [])],
+    {
+      env: { ...process.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let out = "";
   const waiters = new Set<() => void>();
   const onData = (chunk: Buffer) => {
