@@ -25,7 +25,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 .PHONY: help tools install build generate proto-check lint format typecheck test test-unit test-int bench up down clean
 
 help:
-	@echo "make up      run the stack (arrives with the first service)"
+	@echo "make up      run the stack (auth) against NATS, PostgreSQL and Redis on loopback"
 	@echo "make test    lint, type-check, proto checks, unit and integration tests"
 	@echo "make bench   benchmarks (not part of CI)"
 	@echo "make format  rewrite files with the formatter"
@@ -84,8 +84,8 @@ test: install lint proto-check typecheck
 bench: install
 	$(PNPM) --filter @spool/bench run bench
 
-up:
-	@echo "make up arrives with the first service (auth); there is nothing to run yet."
+up: install
+	bash scripts/up.sh
 
 clean:
 	rm -rf node_modules */node_modules packages/*/node_modules packages/*/dist proto/dist .tools

@@ -12,5 +12,6 @@ export * from "./metrics.js";
 export * from "./namespace.js";
 export * from "./nats.js";
 export * from "./postgres.js";
+export * from "./projector/index.js";
 export * from "./reactor.js";
 export * from "./secret-box.js";

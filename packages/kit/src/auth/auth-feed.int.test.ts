@@ -1,6 +1,6 @@
 import { generateKeyPairSync } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { SessionRevoked, SessionStarted } from "@spool/proto/spool/auth/v1/events.js";
+import { RefreshTokenReused, SessionRevoked, SessionStarted } from "@spool/proto/spool/auth/v1/events.js";
 import { eventually, useInfra } from "@spool/testing";
 import { exportJWK, SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -121,5 +121,27 @@ describe("JWKS from NATS KV", () => {
       { what: "token rejected after logout", timeoutMs: 2_000 },
     );
     await revocations.stop();
+  });
+});
+
+describe("revocations inside a command's batch", () => {
+  it("a SessionRevoked written together with another event is seen", async () => {
+    const Reused = eventType("spool.auth.v1.RefreshTokenReused", RefreshTokenReused);
+    const set = new RevocationSet({ store, logger });
+    await set.start();
+    await set.ready;
+    await store.append("auth.session.s-batch", [
+      Reused.create({ sessionId: "s-batch", userId: "u1", reusedGeneration: 0, ip: "" }),
+      Revoked.create({
+        sessionId: "s-batch",
+        userId: "u1",
+        orgId: "o1",
+        reason: "reuse",
+        revokedBy: "",
+        absoluteExpiresAtMs: 0n,
+      }),
+    ]);
+    await eventually(() => set.isRevoked("s-batch"), { what: "batched revocation", timeoutMs: 2_000 });
+    await set.stop();
   });
 });

@@ -1,3 +1,4 @@
+export * from "./guard.js";
 export * from "./jwks.js";
 export * from "./principal.js";
 export * from "./revocations.js";

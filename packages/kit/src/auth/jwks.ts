@@ -49,7 +49,7 @@ export class KvJwksSource implements KeySource {
   async #load(): Promise<void> {
     this.#lastFetch = Date.now();
     const entry = await this.#kv.get(JWKS_KEY);
-    if (!entry || entry.operation !== "PUT") return;
+    if (entry?.operation !== "PUT") return;
     this.#keys = await importJwks(JSON.parse(entry.string()) as JSONWebKeySet);
   }
 }

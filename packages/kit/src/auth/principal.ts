@@ -14,6 +14,11 @@ export interface Principal {
   tokenId: string;
   /** `exp`, in milliseconds since the epoch. */
   expiresAtMs: number;
+  /** `iat`, in milliseconds since the epoch. */
+  issuedAtMs: number;
+  /** `iss` and `aud`, for introspection. */
+  issuer: string;
+  audience: readonly string[];
 }
 
 /** Exact-equality checks: "bread" never satisfies "read". */

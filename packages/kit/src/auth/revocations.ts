@@ -1,7 +1,7 @@
 import { type Consumer, type ConsumerMessages, DeliverPolicy } from "@nats-io/jetstream";
 import { SessionRevoked } from "@spool/proto/spool/auth/v1/events.js";
 import type { EventStore } from "../event-store.js";
-import { Headers } from "../events.js";
+import { BATCH_TYPE, Headers } from "../events.js";
 import type { Logger } from "../logger.js";
 import type { RevocationChecker } from "./verifier.js";
 
@@ -75,9 +75,14 @@ export class RevocationSet implements RevocationChecker {
           let processed = 0;
           void this.#probeCaughtUp(consumer, () => processed);
           for await (const m of this.#messages) {
-            if (m.headers?.get(Headers.EventType) === SESSION_REVOKED) {
-              const e = SessionRevoked.decode(m.data);
-              this.#revoked.set(e.sessionId, Number(e.absoluteExpiresAtMs) || Number.MAX_SAFE_INTEGER);
+            const type = m.headers?.get(Headers.EventType);
+            // A revocation may travel alone or in a command's batch (reuse detection writes two events).
+            if (type === SESSION_REVOKED || type === BATCH_TYPE) {
+              for (const event of store.decode(streamName, m)) {
+                if (event.type !== SESSION_REVOKED) continue;
+                const e = SessionRevoked.decode(event.data);
+                this.#revoked.set(e.sessionId, Number(e.absoluteExpiresAtMs) || Number.MAX_SAFE_INTEGER);
+              }
             }
             this.#appliedSeq = m.seq;
             processed++;

@@ -146,5 +146,8 @@ function toPrincipal(p: JWTPayload): Principal {
     scopes,
     tokenId,
     expiresAtMs: p.exp * 1000,
+    issuedAtMs: typeof p.iat === "number" ? p.iat * 1000 : 0,
+    issuer: p.iss ?? "",
+    audience: typeof p.aud === "string" ? [p.aud] : (p.aud ?? []),
   };
 }

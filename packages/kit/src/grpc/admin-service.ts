@@ -142,7 +142,8 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
     const entry = await store.get(request.id);
     if (!entry) throw new NotFoundError(`dead letter ${request.id} not found`);
     if (entry.replayedAt) throw new FailedPreconditionError(`dead letter ${entry.id} was already replayed`);
-    const consumer = this.#o.consumers.get(entry.consumer);
+    // A rebuild's dead letters are recorded as "<projection>@v<N>" until its swap.
+    const consumer = this.#o.consumers.get(entry.consumer.split("@")[0] ?? entry.consumer);
     if (!consumer) {
       throw new FailedPreconditionError(`consumer ${entry.consumer} does not run in this service`);
     }

@@ -1,0 +1,105 @@
+import type { Metadata } from "@grpc/grpc-js";
+import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
+import type { CallContext } from "../grpc/context.js";
+import type { AsyncService } from "../grpc/handlers.js";
+import { hasRole, hasScope, type Principal } from "./principal.js";
+import type { TokenVerifier } from "./verifier.js";
+
+/**
+ * Who may call a method. `public` methods take no token. Otherwise a verified
+ * access token is required, of the given kind, holding one of `roles` (exact
+ * match) or one of `scopes`; with neither listed, any verified caller passes.
+ */
+export type MethodPolicy =
+  | { public: true }
+  | {
+      public?: false;
+      kind?: "user" | "service" | "any";
+      roles?: readonly string[];
+      scopes?: readonly string[];
+    };
+
+/** A policy for every method of a service definition: adding a method without one does not compile. */
+export type ServicePolicies<D> = { readonly [K in keyof D]: MethodPolicy };
+
+const principals = new WeakMap<CallContext, Principal>();
+
+/** The verified caller of a guarded, non-public method. */
+export function principalOf(ctx: CallContext): Principal {
+  const p = principals.get(ctx);
+  if (!p) throw new UnauthenticatedError();
+  return p;
+}
+
+/** The verified caller when the method is public and a token was sent anyway. */
+export function optionalPrincipalOf(ctx: CallContext): Principal | undefined {
+  return principals.get(ctx);
+}
+
+export function bearerToken(metadata: Metadata): string | undefined {
+  const value = metadata.get("authorization")[0];
+  if (typeof value !== "string") return undefined;
+  const match = /^Bearer ([^\s]+)$/i.exec(value.trim());
+  return match?.[1];
+}
+
+export function authorize(principal: Principal, policy: Exclude<MethodPolicy, { public: true }>): void {
+  const kind = policy.kind ?? "any";
+  if (kind !== "any" && principal.kind !== kind) throw new PermissionDeniedError();
+  const roles = policy.roles ?? [];
+  const scopes = policy.scopes ?? [];
+  if (roles.length === 0 && scopes.length === 0) return;
+  if (hasRole(principal, ...roles) || hasScope(principal, ...scopes)) return;
+  throw new PermissionDeniedError();
+}
+
+/**
+ * Wraps a service so every method verifies the caller's access token and
+ * checks the method's policy before the implementation runs. Identity comes
+ * only from the token (principalOf(ctx)), never from request fields.
+ */
+export function guarded<D extends Record<string, unknown>>(
+  definition: D,
+  implementation: AsyncService<D>,
+  options: { verifier: TokenVerifier; policies: ServicePolicies<D> },
+): AsyncService<D> {
+  const out: Record<string, unknown> = {};
+  for (const name of Object.keys(definition)) {
+    const policy = options.policies[name as keyof D];
+    if (!policy) throw new Error(`method ${name} has no authorization policy`);
+    const fn = (implementation as Record<string, (req: unknown, ctx: CallContext) => Promise<unknown>>)[name];
+    if (typeof fn !== "function") throw new Error(`method ${name} has no implementation`);
+    out[name] = async (request: unknown, ctx: CallContext) => {
+      const token = bearerToken(ctx.metadata);
+      if (policy.public) {
+        if (token) {
+          const p = await options.verifier.verify(token).catch(() => undefined);
+          if (p) principals.set(ctx, p);
+        }
+      } else {
+        if (!token) throw new UnauthenticatedError("an access token is required");
+        const principal = await options.verifier.verify(token);
+        authorize(principal, policy);
+        principals.set(ctx, principal);
+      }
+      return fn.call(implementation, request, ctx);
+    };
+  }
+  return out as AsyncService<D>;
+}
+
+/** Scope a service token needs for the admin RPCs (projections, dead letters). */
+export const ADMIN_SCOPE = "spool:admin";
+
+/**
+ * Authorizer for the admin service every service mounts: platform operators
+ * (scope auth:operator) and service tokens holding spool:admin.
+ */
+export function requireAdmin(verifier: TokenVerifier): (ctx: CallContext) => Promise<void> {
+  return async (ctx) => {
+    const token = bearerToken(ctx.metadata);
+    if (!token) throw new UnauthenticatedError("an access token is required");
+    const principal = await verifier.verify(token);
+    if (!hasScope(principal, "auth:operator", ADMIN_SCOPE)) throw new PermissionDeniedError();
+  };
+}

@@ -1,0 +1,44 @@
+// The AUTH stream's event types (proto/spool/auth/v1/events.proto).
+
+import { eventType } from "@spool/kit";
+import * as pb from "@spool/proto/spool/auth/v1/events.js";
+
+const t = <T>(name: string, fns: Parameters<typeof eventType<T>>[1]) =>
+  eventType<T>(`spool.auth.v1.${name}`, fns);
+
+export const OrganizationCreated = t("OrganizationCreated", pb.OrganizationCreated);
+export const OrganizationSlugClaimed = t("OrganizationSlugClaimed", pb.OrganizationSlugClaimed);
+export const EmailClaimed = t("EmailClaimed", pb.EmailClaimed);
+export const UserCreated = t("UserCreated", pb.UserCreated);
+export const UserRolesChanged = t("UserRolesChanged", pb.UserRolesChanged);
+export const PasswordChanged = t("PasswordChanged", pb.PasswordChanged);
+export const SessionStarted = t("SessionStarted", pb.SessionStarted);
+export const RefreshTokenRotated = t("RefreshTokenRotated", pb.RefreshTokenRotated);
+export const RefreshTokenReused = t("RefreshTokenReused", pb.RefreshTokenReused);
+export const SessionRevoked = t("SessionRevoked", pb.SessionRevoked);
+export const ServiceAccountCreated = t("ServiceAccountCreated", pb.ServiceAccountCreated);
+export const ServiceAccountDisabled = t("ServiceAccountDisabled", pb.ServiceAccountDisabled);
+export const SigningKeyCreated = t("SigningKeyCreated", pb.SigningKeyCreated);
+export const SigningKeyActivated = t("SigningKeyActivated", pb.SigningKeyActivated);
+export const SigningKeyRetired = t("SigningKeyRetired", pb.SigningKeyRetired);
+export const LoginSucceeded = t("LoginSucceeded", pb.LoginSucceeded);
+export const LoginFailed = t("LoginFailed", pb.LoginFailed);
+export const LoginLockedOut = t("LoginLockedOut", pb.LoginLockedOut);
+export const OAuthStateConsumed = t("OAuthStateConsumed", pb.OAuthStateConsumed);
+export const SignupPolicyChanged = t("SignupPolicyChanged", pb.SignupPolicyChanged);
+
+/** Subjects of the AUTH stream, one per aggregate. Ids are validated before they get here. */
+export const Subjects = {
+  org: (id: string) => `auth.org.${id}`,
+  slug: (slug: string) => `auth.slug.${slug}`,
+  email: (emailKey: string) => `auth.email.${emailKey}`,
+  user: (id: string) => `auth.user.${id}`,
+  session: (id: string) => `auth.session.${id}`,
+  serviceAccount: (id: string) => `auth.service_account.${id}`,
+  keys: () => "auth.keys",
+  audit: (kind: "login" | "lockout") => `auth.audit.${kind}`,
+  oauthState: (nonce: string) => `auth.oauth_state.${nonce}`,
+  signup: () => "auth.signup",
+} as const;
+
+export const AUTH_STREAM = { name: "AUTH", subjects: ["auth.>"] };

@@ -1,0 +1,62 @@
+import type { Reducer } from "@spool/kit";
+import { SigningKeyActivated, SigningKeyCreated, SigningKeyRetired } from "./events.js";
+
+export interface SigningKey {
+  kid: string;
+  alg: string;
+  publicJwk: string;
+  sealedPrivateKey: Buffer;
+  masterKeyId: string;
+  createdAtMs: number;
+  /** Set when the key stopped signing: it verifies until then. */
+  retireAfterMs: number | undefined;
+  retired: boolean;
+}
+
+/** The signing key ring: one current key signs; earlier keys verify until their overlap ends. */
+export interface KeyRing {
+  keys: SigningKey[];
+  currentKid: string | undefined;
+}
+
+export const keyRingReducer: Reducer<KeyRing> = {
+  initial: () => ({ keys: [], currentKid: undefined }),
+  evolve: (state, event) => {
+    if (SigningKeyCreated.is(event)) {
+      const e = SigningKeyCreated.decode(event.data);
+      const key: SigningKey = {
+        kid: e.kid,
+        alg: e.alg,
+        publicJwk: e.publicJwk,
+        sealedPrivateKey: Buffer.from(e.sealedPrivateKey),
+        masterKeyId: e.masterKeyId,
+        createdAtMs: Number(e.createdAtMs),
+        retireAfterMs: undefined,
+        retired: false,
+      };
+      return { ...state, keys: [...state.keys, key] };
+    }
+    if (SigningKeyActivated.is(event)) {
+      const e = SigningKeyActivated.decode(event.data);
+      return {
+        currentKid: e.kid,
+        keys: state.keys.map((k) =>
+          k.kid === e.previousKid ? { ...k, retireAfterMs: Number(e.previousRetireAfterMs) } : k,
+        ),
+      };
+    }
+    if (SigningKeyRetired.is(event)) {
+      const { kid } = SigningKeyRetired.decode(event.data);
+      return { ...state, keys: state.keys.map((k) => (k.kid === kid ? { ...k, retired: true } : k)) };
+    }
+    return state;
+  },
+};
+
+/** Keys whose tokens still verify at `nowMs`: the current one and those inside their overlap. */
+export function verifyingKeys(ring: KeyRing, nowMs: number): SigningKey[] {
+  return ring.keys.filter(
+    (k) =>
+      !k.retired && (k.kid === ring.currentKid || (k.retireAfterMs !== undefined && nowMs < k.retireAfterMs)),
+  );
+}

@@ -1,0 +1,190 @@
+import { createHmac } from "node:crypto";
+import {
+  connectNats,
+  createGrpcServer,
+  createLogger,
+  createMetricsRegistry,
+  createPool,
+  DeadLetterStore,
+  EventStore,
+  type GrpcApp,
+  grpcOptionsFromConfig,
+  guarded,
+  KvJwksSource,
+  type Logger,
+  Namespace,
+  openJwksBucket,
+  Projector,
+  RevocationSet,
+  requireAdmin,
+  SecretBox,
+  startMetricsServer,
+  TokenVerifier,
+} from "@spool/kit";
+import { AuthServiceService } from "@spool/proto/spool/auth/v1/auth.js";
+import { Redis } from "ioredis";
+import { Accounts } from "./app/accounts.js";
+import { bootstrap } from "./app/bootstrap.js";
+import { KeyManager } from "./app/keys.js";
+import { OAuthStates } from "./app/oauth-state.js";
+import { ServiceAccounts } from "./app/service-accounts.js";
+import { Sessions } from "./app/sessions.js";
+import { LoginThrottle } from "./app/throttle.js";
+import { AccessTokenIssuer } from "./app/tokens.js";
+import type { AuthConfig } from "./config.js";
+import { AUTH_STREAM } from "./domain/events.js";
+import { authPolicies, authService } from "./grpc/auth-service.js";
+import { AuditReadModel, auditProjection } from "./projections/audit.js";
+import { SessionsReadModel, sessionsProjection } from "./projections/sessions.js";
+
+/** The audience of tokens the auth service itself accepts. */
+export const AUTH_AUDIENCE = "spool.auth";
+
+export interface RunningAuth {
+  app: GrpcApp;
+  port: number;
+  logger: Logger;
+}
+
+/** Builds and starts the auth service; returns it running (the composition root, minus process concerns). */
+export async function startAuth(config: AuthConfig): Promise<RunningAuth> {
+  const logger = createLogger({ service: "auth", level: config.LOG_LEVEL });
+  const namespace = new Namespace(config.STREAM_PREFIX);
+  const nc = await connectNats({ url: config.NATS_URL, name: "spool-auth" });
+  const store = new EventStore(nc, { namespace });
+  await store.ensureStream(AUTH_STREAM);
+
+  const sql = createPool({
+    url: config.DATABASE_URL,
+    max: config.DATABASE_POOL_MAX,
+    applicationName: "spool-auth",
+  });
+  const redis = new Redis(config.REDIS_URL, {
+    // Fail fast and closed: a login must not wait on a Redis that is away.
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    connectTimeout: 2_000,
+    commandTimeout: 2_000,
+  });
+  redis.on("error", () => {}); // state is reported by health; errors surface per command
+
+  const metrics = createMetricsRegistry({ service: "auth" });
+  const kv = await openJwksBucket(nc, namespace);
+  const keys = new KeyManager({
+    store,
+    box: new SecretBox(config.masterKeys),
+    kv,
+    overlapMs: config.SIGNING_KEY_OVERLAP_SECONDS * 1000,
+  });
+  const issuer = new AccessTokenIssuer({
+    keys,
+    issuer: config.AUTH_ISSUER,
+    audiences: config.AUTH_AUDIENCES,
+  });
+  const revocations = new RevocationSet({ store, logger });
+  const verifier = new TokenVerifier({
+    keys: new KvJwksSource(kv),
+    issuer: config.AUTH_ISSUER,
+    audience: AUTH_AUDIENCE,
+    revocations,
+  });
+
+  const deadLetters = new DeadLetterStore(sql);
+  await deadLetters.migrate();
+  const tuning = { store, sql, deadLetters, logger };
+  const sessionsProjector = new Projector(sessionsProjection, tuning);
+  const auditProjector = new Projector(auditProjection, tuning);
+
+  const emailKey = createHmac("sha256", config.tokenSecret).update("spool email subjects").digest();
+  const accounts = new Accounts(store, emailKey);
+  const throttle = new LoginThrottle(redis, config.REDIS_PREFIX, {
+    accountIpFailures: config.THROTTLE_ACCOUNT_IP_FAILURES,
+    blockBaseMs: config.THROTTLE_BLOCK_BASE_SECONDS * 1000,
+    blockMaxMs: config.THROTTLE_BLOCK_MAX_SECONDS * 1000,
+    accountPerHour: config.THROTTLE_ACCOUNT_PER_HOUR,
+    ipPerDay: config.THROTTLE_IP_PER_DAY,
+  });
+  const sessions = new Sessions({
+    store,
+    accounts,
+    tokens: issuer,
+    throttle,
+    index: new SessionsReadModel(sql),
+    tokenSecret: config.tokenSecret,
+    policy: {
+      accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+      refreshIdleMs: config.REFRESH_IDLE_SECONDS * 1000,
+      refreshAbsoluteMs: config.REFRESH_ABSOLUTE_SECONDS * 1000,
+      refreshGraceMs: config.REFRESH_GRACE_MS,
+    },
+  });
+
+  const app = createGrpcServer({ name: "auth", logger, metrics, ...grpcOptionsFromConfig(config) });
+  // Closers run in reverse: connections close after everything that uses them has stopped.
+  app.onClose("redis", () => redis.quit());
+  app.onClose("postgres", () => sql.end({ timeout: 5 }));
+  app.onClose("nats", () => nc.drain());
+  app.onClose("revocations", () => revocations.stop());
+
+  await keys.ensureCurrentKey();
+  await bootstrap(
+    accounts,
+    {
+      orgName: config.BOOTSTRAP_ORG_NAME,
+      orgSlug: config.BOOTSTRAP_ORG_SLUG,
+      adminEmail: config.BOOTSTRAP_ADMIN_EMAIL,
+      adminPassword: config.BOOTSTRAP_ADMIN_PASSWORD,
+    },
+    logger,
+  );
+
+  const jsm = await store.manager();
+  const catchUp = async () => {
+    const head = (await jsm.streams.info(namespace.stream(AUTH_STREAM.name))).state.last_seq;
+    await sessionsProjector.waitFor(head);
+  };
+  app.addService(
+    AuthServiceService,
+    guarded(
+      AuthServiceService,
+      authService({
+        accounts,
+        sessions,
+        serviceAccounts: new ServiceAccounts(store, issuer, config.SERVICE_TOKEN_TTL_SECONDS),
+        keys,
+        oauth: new OAuthStates(store, config.tokenSecret, config.OAUTH_STATE_TTL_SECONDS * 1000),
+        audit: new AuditReadModel(sql),
+        introspector: verifier,
+        catchUp,
+      }),
+      { verifier, policies: authPolicies },
+    ),
+  );
+  app.addAdminService({ deadLetters, authorize: requireAdmin(verifier) });
+  app.addConsumer(sessionsProjector);
+  app.addConsumer(auditProjector);
+  app.addHealthCheck({ name: "nats", check: () => !nc.isClosed() });
+  app.addHealthCheck({ name: "redis", check: () => redis.status === "ready" });
+  app.addHealthCheck({
+    name: "postgres",
+    check: () =>
+      sql`SELECT 1`.then(
+        () => true,
+        () => false,
+      ),
+  });
+
+  await sessionsProjector.start();
+  await auditProjector.start();
+  await revocations.start();
+  await revocations.ready;
+
+  const metricsServer = await startMetricsServer({
+    registry: metrics,
+    port: config.METRICS_PORT,
+    host: "127.0.0.1",
+  });
+  app.onClose("metrics", () => metricsServer.close());
+  const port = await app.start();
+  return { app, port, logger };
+}
