@@ -1,0 +1,217 @@
+import { FailedPreconditionError, type NewEvent, type RecordedEvent, type Reducer } from "@spool/kit";
+import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
+import {
+  FailureReason,
+  GenerationStatus,
+  type ToolCallRequested,
+  type Usage,
+} from "@spool/proto/spool/generation/v1/generation.js";
+import {
+  GenerationCancelRequested,
+  GenerationFinished,
+  GenerationLeaseGranted,
+  GenerationLeaseRenewed,
+  GenerationRequested,
+  GenerationRequeued,
+} from "./events.js";
+
+export interface Outcome {
+  status:
+    | GenerationStatus.GENERATION_STATUS_COMPLETED
+    | GenerationStatus.GENERATION_STATUS_FAILED
+    | GenerationStatus.GENERATION_STATUS_CANCELLED;
+  failureReason: FailureReason;
+  failureMessage: string;
+  text: string;
+  usage: Usage;
+  toolCalls: ToolCallRequested[];
+  lastSequence: number;
+}
+
+/** A generation's lifecycle, folded from its GEN subject. */
+export type Generation =
+  | { kind: "none" }
+  | {
+      kind: "queued" | "running" | "finished";
+      request: Requested;
+      createdAtMs: number;
+      /** Epoch of the latest lease (0 before the first). */
+      epoch: number;
+      producer: string;
+      leaseExpiresAtMs: number;
+      cancelRequested: boolean;
+      outcome: Outcome | undefined;
+      finishedAtMs: number;
+    };
+
+export type Existing = Exclude<Generation, { kind: "none" }>;
+
+export const generationReducer: Reducer<Generation> = {
+  initial: () => ({ kind: "none" }),
+  evolve: (state, event) => evolveGeneration(state, event),
+};
+
+export function evolveGeneration(state: Generation, event: RecordedEvent): Generation {
+  if (GenerationRequested.is(event)) {
+    if (state.kind !== "none") return state;
+    return {
+      kind: "queued",
+      request: GenerationRequested.decode(event.data),
+      createdAtMs: event.time.getTime(),
+      epoch: 0,
+      producer: "",
+      leaseExpiresAtMs: 0,
+      cancelRequested: false,
+      outcome: undefined,
+      finishedAtMs: 0,
+    };
+  }
+  if (state.kind === "none") return state;
+  if (GenerationLeaseGranted.is(event)) {
+    const e = GenerationLeaseGranted.decode(event.data);
+    return {
+      ...state,
+      kind: "running",
+      epoch: Number(e.epoch),
+      producer: e.producer,
+      leaseExpiresAtMs: Number(e.expiresAtMs),
+    };
+  }
+  if (GenerationLeaseRenewed.is(event)) {
+    const e = GenerationLeaseRenewed.decode(event.data);
+    return Number(e.epoch) === state.epoch ? { ...state, leaseExpiresAtMs: Number(e.expiresAtMs) } : state;
+  }
+  if (GenerationRequeued.is(event)) return { ...state, kind: "queued", producer: "", leaseExpiresAtMs: 0 };
+  if (GenerationCancelRequested.is(event)) return { ...state, cancelRequested: true };
+  if (GenerationFinished.is(event)) {
+    const e = GenerationFinished.decode(event.data);
+    return {
+      ...state,
+      kind: "finished",
+      finishedAtMs: event.time.getTime(),
+      outcome: {
+        status: e.status as Outcome["status"],
+        failureReason: e.failureReason,
+        failureMessage: e.failureMessage,
+        text: e.text,
+        usage: e.usage ?? { promptTokens: 0n, completionTokens: 0n },
+        toolCalls: e.toolCalls,
+        lastSequence: Number(e.lastSequence),
+      },
+    };
+  }
+  return state;
+}
+
+/** A producer's lease no longer holds: another took over, it expired, or the generation ended. */
+export class StaleLeaseError extends FailedPreconditionError {
+  constructor(message = "the lease is no longer held (another producer took over, or it expired)") {
+    super(message);
+  }
+}
+
+export function decideRequest(state: Generation, request: Requested): NewEvent[] {
+  return state.kind === "none" ? [GenerationRequested.create(request)] : [];
+}
+
+/** Grants the next epoch to a producer; only a queued generation can be claimed. */
+export function decideGrantLease(
+  state: Generation,
+  producer: string,
+  nowMs: number,
+  leaseMs: number,
+): NewEvent[] {
+  if (state.kind !== "queued")
+    throw new FailedPreconditionError("the generation is not waiting for a producer");
+  if (state.cancelRequested) throw new FailedPreconditionError("the generation is being cancelled");
+  return [
+    GenerationLeaseGranted.create({
+      epoch: BigInt(state.epoch + 1),
+      producer,
+      expiresAtMs: BigInt(nowMs + leaseMs),
+    }),
+  ];
+}
+
+export function assertLease(state: Generation, epoch: number, nowMs: number): asserts state is Existing {
+  if (state.kind !== "running" || state.epoch !== epoch || nowMs >= state.leaseExpiresAtMs)
+    throw new StaleLeaseError();
+}
+
+export function decideRenew(state: Generation, epoch: number, nowMs: number, leaseMs: number): NewEvent[] {
+  assertLease(state, epoch, nowMs);
+  return [GenerationLeaseRenewed.create({ epoch: BigInt(epoch), expiresAtMs: BigInt(nowMs + leaseMs) })];
+}
+
+/**
+ * Cancellation is idempotent. A queued generation (no producer) finishes as
+ * cancelled at once; a running one records the request, its producer stops
+ * and writes the terminal event.
+ */
+export function decideCancel(state: Generation, requestedBy: string, lastSequence: number): NewEvent[] {
+  if (state.kind === "none" || state.kind === "finished" || state.cancelRequested) return [];
+  const requested = GenerationCancelRequested.create({ requestedBy });
+  if (state.kind === "running") return [requested];
+  return [
+    requested,
+    finished({ ...emptyOutcome(lastSequence), status: GenerationStatus.GENERATION_STATUS_CANCELLED }),
+  ];
+}
+
+/** The terminal event, written under the lease that produced the output. */
+export function decideFinish(state: Generation, epoch: number, nowMs: number, outcome: Outcome): NewEvent[] {
+  assertLease(state, epoch, nowMs);
+  return [finished(outcome)];
+}
+
+/**
+ * A lease that ran out: with no output yet the generation is queued again;
+ * with output it fails (a follower must not see a second, different text).
+ */
+export function decideExpire(
+  state: Generation,
+  nowMs: number,
+  producedOutput: boolean,
+  lastSequence: number,
+): NewEvent[] {
+  if (state.kind !== "running" || nowMs < state.leaseExpiresAtMs) return [];
+  if (state.cancelRequested) {
+    return [
+      finished({ ...emptyOutcome(lastSequence), status: GenerationStatus.GENERATION_STATUS_CANCELLED }),
+    ];
+  }
+  if (!producedOutput)
+    return [GenerationRequeued.create({ epoch: BigInt(state.epoch), reason: "lease expired before output" })];
+  return [
+    finished({
+      ...emptyOutcome(lastSequence),
+      status: GenerationStatus.GENERATION_STATUS_FAILED,
+      failureReason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
+      failureMessage: "the producer stopped renewing its lease",
+    }),
+  ];
+}
+
+export function emptyOutcome(lastSequence: number): Outcome {
+  return {
+    status: GenerationStatus.GENERATION_STATUS_COMPLETED,
+    failureReason: FailureReason.FAILURE_REASON_UNSPECIFIED,
+    failureMessage: "",
+    text: "",
+    usage: { promptTokens: 0n, completionTokens: 0n },
+    toolCalls: [],
+    lastSequence,
+  };
+}
+
+function finished(o: Outcome): NewEvent {
+  return GenerationFinished.create({
+    status: o.status,
+    failureReason: o.failureReason,
+    failureMessage: o.failureMessage,
+    text: o.text,
+    usage: o.usage,
+    toolCalls: o.toolCalls,
+    lastSequence: BigInt(o.lastSequence),
+  });
+}

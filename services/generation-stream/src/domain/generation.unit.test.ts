@@ -1,0 +1,130 @@
+import type { NewEvent, RecordedEvent } from "@spool/kit";
+import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
+import { describe, expect, it } from "vitest";
+import { GenerationFinished, GenerationLeaseGranted, GenerationRequeued } from "./events.js";
+import {
+  decideCancel,
+  decideExpire,
+  decideFinish,
+  decideGrantLease,
+  decideRenew,
+  decideRequest,
+  emptyOutcome,
+  evolveGeneration,
+  type Generation,
+  generationReducer,
+  StaleLeaseError,
+} from "./generation.js";
+
+const T0 = 1_700_000_000_000;
+const LEASE = 10_000;
+const request = {
+  generationId: "g1",
+  orgId: "o1",
+  ownerId: "u1",
+  clientRequestId: "r1",
+  model: "builtin",
+  messages: [{ role: "user", content: "hi" }],
+  parameters: undefined,
+  toolIds: [],
+  fileIds: [],
+  conversationId: "",
+};
+
+function apply(state: Generation, events: NewEvent[], at = T0): Generation {
+  return events.reduce(
+    (s, e, index) =>
+      evolveGeneration(s, {
+        stream: "GEN",
+        subject: "gen.generation.g1",
+        streamSequence: 1,
+        index,
+        type: e.type,
+        schemaVersion: 1,
+        eventId: "",
+        data: e.data,
+        time: new Date(at),
+        correlationId: undefined,
+        causationId: undefined,
+        actor: undefined,
+      } satisfies RecordedEvent),
+    state,
+  );
+}
+
+const queued = () => apply(generationReducer.initial(), decideRequest(generationReducer.initial(), request));
+const running = () => {
+  const q = queued();
+  return apply(q, decideGrantLease(q, "builtin:a", T0, LEASE));
+};
+
+describe("generation lifecycle", () => {
+  it("a request creates it once", () => {
+    const q = queued();
+    expect(q.kind).toBe("queued");
+    expect(decideRequest(q, request)).toEqual([]);
+  });
+
+  it("claiming grants the next epoch; a running generation cannot be claimed again", () => {
+    const r = running();
+    expect(r).toMatchObject({ kind: "running", epoch: 1, producer: "builtin:a" });
+    expect(() => decideGrantLease(r, "builtin:b", T0 + 1, LEASE)).toThrow(/not waiting/);
+  });
+
+  it("a stale epoch or an expired lease cannot renew or finish", () => {
+    const r = running();
+    expect(() => decideRenew(r, 2, T0 + 1, LEASE)).toThrow(StaleLeaseError);
+    expect(() => decideFinish(r, 1, T0 + LEASE, emptyOutcome(3))).toThrow(StaleLeaseError);
+    expect(decideRenew(r, 1, T0 + 1, LEASE)).toHaveLength(1);
+    expect(decideFinish(r, 1, T0 + 1, emptyOutcome(3)).map((e) => e.type)).toEqual([GenerationFinished.type]);
+  });
+
+  it("an expired lease re-queues when nothing was produced, and the next producer gets a higher epoch", () => {
+    const r = running();
+    expect(decideExpire(r, T0 + LEASE - 1, false, 2)).toEqual([]);
+    const events = decideExpire(r, T0 + LEASE, false, 2);
+    expect(events.map((e) => e.type)).toEqual([GenerationRequeued.type]);
+    const q = apply(r, events);
+    expect(q.kind).toBe("queued");
+    const again = apply(q, decideGrantLease(q, "builtin:b", T0 + LEASE + 1, LEASE));
+    expect(again).toMatchObject({ kind: "running", epoch: 2 });
+    // The first producer is fenced out.
+    expect(() => decideFinish(again, 1, T0 + LEASE + 2, emptyOutcome(3))).toThrow(StaleLeaseError);
+  });
+
+  it("an expired lease after output fails the generation with a typed reason", () => {
+    const f = apply(running(), decideExpire(running(), T0 + LEASE, true, 7));
+    expect(f.kind).toBe("finished");
+    if (f.kind !== "finished") return;
+    expect(f.outcome).toMatchObject({
+      status: GenerationStatus.GENERATION_STATUS_FAILED,
+      failureReason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
+      lastSequence: 7,
+    });
+  });
+
+  it("cancel is idempotent: queued finishes at once, running records the request, finished ignores it", () => {
+    const q = queued();
+    const cancelledQ = apply(q, decideCancel(q, "u1", 1));
+    expect(cancelledQ).toMatchObject({
+      kind: "finished",
+      outcome: { status: GenerationStatus.GENERATION_STATUS_CANCELLED },
+    });
+    expect(decideCancel(cancelledQ, "u1", 1)).toEqual([]);
+    const r = running();
+    const requested = apply(r, decideCancel(r, "u1", 3));
+    expect(requested).toMatchObject({ kind: "running", cancelRequested: true });
+    expect(decideCancel(requested, "u1", 3)).toEqual([]);
+    if (requested.kind === "none") throw new Error("expected a generation");
+    expect(() => decideGrantLease({ ...requested, kind: "queued" }, "p", T0, LEASE)).toThrow(/cancelled/);
+  });
+
+  it("lease events use the epoch they were granted with", () => {
+    const [grant] = decideGrantLease(queued(), "p", T0, LEASE);
+    expect(GenerationLeaseGranted.decode(grant!.data)).toMatchObject({
+      epoch: 1n,
+      producer: "p",
+      expiresAtMs: BigInt(T0 + LEASE),
+    });
+  });
+});
