@@ -35,7 +35,9 @@ export class KvJwksSource implements KeySource {
   async keyFor(kid: string): Promise<CryptoKey | KeyObject | undefined> {
     const known = this.#keys.get(kid);
     if (known) return known;
-    if (Date.now() - this.#lastFetch >= this.#minRefetchMs) await this.refresh();
+    // A fetch under way (the first one, at start) may bring this kid: wait for it rather than refuse.
+    if (this.#inflight) await this.#inflight;
+    else if (Date.now() - this.#lastFetch >= this.#minRefetchMs) await this.refresh();
     return this.#keys.get(kid);
   }
 

@@ -189,6 +189,8 @@ function createContext(
   const controller = new AbortController();
   const onCancelled = () => controller.abort(new CallEndedError());
   call.once("cancelled", onCancelled);
+  // A pino child logger (with redaction) costs more than a cheap call itself: made on first use only.
+  let logger: Logger | undefined;
   return {
     context: {
       method,
@@ -198,7 +200,10 @@ function createContext(
       remainingMs: () => Math.max(0, info.deadline - Date.now()),
       signal: controller.signal,
       stopping: options.stopping ?? new AbortController().signal,
-      logger: options.logger.child({ method, requestId: info.requestId }),
+      get logger() {
+        logger ??= options.logger.child({ method, requestId: info.requestId });
+        return logger;
+      },
       peer: call.getPeer(),
     },
     dispose: () => call.off("cancelled", onCancelled),
