@@ -1,0 +1,106 @@
+// Where the machine's CPU went during a measurement (Linux /proc): this
+// process, the servers (nats-server and every postgres process, whoever their
+// client is), and everything else. On a shared 2-core machine "everything
+// else" is the noise that slows a round; each figure records it.
+import { readdirSync, readFileSync } from "node:fs";
+
+interface Snapshot {
+  /** Busy jiffies of the whole machine. */
+  busy: number;
+  self: number;
+  servers: number;
+  at: number;
+}
+
+export interface CpuShare {
+  /** Average CPUs busy with this process. */
+  bench: number;
+  /** Average CPUs busy with nats-server and postgres. */
+  servers: number;
+  /** Average CPUs busy with anything else (other test runs, the OS). */
+  other: number;
+}
+
+const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** utime + stime of a /proc/<pid>/stat line, in jiffies. */
+function processJiffies(stat: string): number {
+  // The command name may hold spaces; fields restart after its closing parenthesis.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+function snapshot(): Snapshot | undefined {
+  try {
+    const cpu = readFileSync("/proc/stat", "utf8")
+      .split("\n", 1)[0]
+      ?.trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    if (!cpu || cpu.length < 5) return undefined;
+    // user nice system idle iowait irq softirq steal ...
+    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
+    const busy = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle;
+    let servers = 0;
+    for (const pid of readdirSync("/proc")) {
+      if (!/^\d+$/.test(pid)) continue;
+      try {
+        const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+        if (comm === "nats-server" || comm === "postgres") {
+          servers += processJiffies(readFileSync(`/proc/${pid}/stat`, "utf8"));
+        }
+      } catch {
+        // The process ended between listing and reading.
+      }
+    }
+    const self = processJiffies(readFileSync("/proc/self/stat", "utf8"));
+    return { busy, self, servers, at: performance.now() };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Starts a sample; call the returned function at the end of the measured region. */
+export function sampleCpu(): () => CpuShare | undefined {
+  const a = snapshot();
+  return () => {
+    const b = snapshot();
+    if (!a || !b) return undefined;
+    const seconds = (b.at - a.at) / 1_000;
+    if (seconds <= 0) return undefined;
+    const cores = (jiffies: number) => Math.max(0, jiffies / TICKS_PER_SECOND / seconds);
+    const bench = cores(b.self - a.self);
+    // Servers that started or ended in between can make the difference negative; clamp.
+    const servers = cores(b.servers - a.servers);
+    const other = Math.max(0, cores(b.busy - a.busy) - bench - servers);
+    const round = (n: number) => Math.round(n * 100) / 100;
+    return { bench: round(bench), servers: round(servers), other: round(other) };
+  };
+}
+
+/** CPUs busy outside this process over a short window. */
+async function foreignLoad(windowMs: number): Promise<number | undefined> {
+  const a = snapshot();
+  await new Promise((r) => setTimeout(r, windowMs));
+  const b = snapshot();
+  if (!a || !b) return undefined;
+  const seconds = (b.at - a.at) / 1_000;
+  return Math.max(0, (b.busy - a.busy - (b.self - a.self)) / TICKS_PER_SECOND / seconds);
+}
+
+/**
+ * Waits, up to maxWaitMs, for the rest of the machine to go quiet (under
+ * `threshold` CPUs busy outside this process), so a round is not measured
+ * while another job (a parallel test run) holds the cores. Returns the load
+ * last seen; the round goes ahead either way and records its CPU share.
+ */
+export async function waitForQuiet(maxWaitMs: number, threshold = 0.3): Promise<number | undefined> {
+  if (maxWaitMs <= 0) return undefined;
+  const deadline = Date.now() + maxWaitMs;
+  let load = await foreignLoad(300);
+  while (load !== undefined && load > threshold && Date.now() < deadline) {
+    load = await foreignLoad(500);
+  }
+  return load;
+}
