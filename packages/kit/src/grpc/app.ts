@@ -146,6 +146,26 @@ export class GrpcApp {
     return this.addGrpcService(definition, handlers);
   }
 
+  /**
+   * Adds a service whose client- or bidi-streaming methods are raw grpc-js
+   * handlers (`raw`), the others async methods as in addService.
+   */
+  addMixedService<D extends ServiceDefinition, R extends keyof D & string>(
+    definition: D,
+    implementation: AsyncService<Omit<D, R>>,
+    raw: { [K in R]: UntypedServiceImplementation[string] },
+  ): this {
+    const rest = Object.fromEntries(Object.entries(definition).filter(([name]) => !(name in raw))) as Omit<
+      D,
+      R
+    >;
+    const handlers = toGrpcHandlers(rest as ServiceDefinition & Omit<D, R>, implementation as never, {
+      logger: this.logger,
+      stopping: this.#stopping.signal,
+    });
+    return this.addGrpcService(definition, { ...handlers, ...raw });
+  }
+
   /** Adds grpc-js handlers as they are (client/bidi streaming); errors are the handler's business. */
   addGrpcService(definition: ServiceDefinition, handlers: UntypedServiceImplementation): this {
     // Health names and reflection are fixed at start.

@@ -7,7 +7,6 @@ import { GenerationEvent } from "@spool/proto/spool/generation/v1/generation.js"
 const t = <T>(name: string, fns: Parameters<typeof eventType<T>>[1]) =>
   eventType<T>(`spool.generation.v1.${name}`, fns);
 
-export const GenerationRequestClaimed = t("GenerationRequestClaimed", ev.GenerationRequestClaimed);
 export const GenerationRequested = t("GenerationRequested", ev.GenerationRequested);
 export const GenerationLeaseGranted = t("GenerationLeaseGranted", ev.GenerationLeaseGranted);
 export const GenerationLeaseRenewed = t("GenerationLeaseRenewed", ev.GenerationLeaseRenewed);
@@ -20,10 +19,9 @@ export const OutputEvent = t("GenerationEvent", GenerationEvent);
 export const Subjects = {
   generation: (id: string) => `gen.generation.${id}`,
   output: (id: string) => `gen.output.${id}`,
-  request: (ownerId: string, requestKey: string) => `gen.request.${ownerId}.${requestKey}`,
 } as const;
 
-export const GEN_STREAM = { name: "GEN", subjects: ["gen.generation.>", "gen.request.>"] };
+export const GEN_STREAM = { name: "GEN", subjects: ["gen.generation.>"] };
 export const outputStream = (retentionMs: number) => ({
   name: "GEN_OUTPUT",
   subjects: ["gen.output.>"],

@@ -24,15 +24,11 @@ export const protobufPackage = "spool.generation.v1";
 export const protobufFileName = "spool/generation/v1/events.proto";
 
 /**
- * Subject gen.request.<user id>.<hash of client request id>: the idempotency
- * claim, appended with expected sequence 0.
+ * The request, as accepted. Owner and organisation come from the caller's
+ * token. The generation id is derived from the owner and the client request
+ * id, so this event (appended with expected sequence 0) is also the
+ * idempotency claim.
  */
-export interface GenerationRequestClaimed {
-  generationId: string;
-  ownerId: string;
-}
-
-/** The request, as accepted. Owner and organisation come from the caller's token. */
 export interface GenerationRequested {
   generationId: string;
   orgId: string;
@@ -82,99 +78,6 @@ export interface GenerationFinished {
   /** Sequence of the terminal event in the output subject. */
   lastSequence: bigint;
 }
-
-function createBaseGenerationRequestClaimed(): GenerationRequestClaimed {
-  return { generationId: "", ownerId: "" };
-}
-
-export const GenerationRequestClaimed: MessageFns<GenerationRequestClaimed> = {
-  encode(message: GenerationRequestClaimed, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.generationId !== "") {
-      writer.uint32(10).string(message.generationId);
-    }
-    if (message.ownerId !== "") {
-      writer.uint32(18).string(message.ownerId);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): GenerationRequestClaimed {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseGenerationRequestClaimed();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.generationId = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.ownerId = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): GenerationRequestClaimed {
-    return {
-      generationId: isSet(object.generationId)
-        ? globalThis.String(object.generationId)
-        : isSet(object.generation_id)
-        ? globalThis.String(object.generation_id)
-        : "",
-      ownerId: isSet(object.ownerId)
-        ? globalThis.String(object.ownerId)
-        : isSet(object.owner_id)
-        ? globalThis.String(object.owner_id)
-        : "",
-    };
-  },
-
-  toJSON(message: GenerationRequestClaimed): unknown {
-    const obj: any = {};
-    if (message.generationId !== "") {
-      obj.generationId = message.generationId;
-    }
-    if (message.ownerId !== "") {
-      obj.ownerId = message.ownerId;
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<GenerationRequestClaimed>): GenerationRequestClaimed {
-    return GenerationRequestClaimed.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<GenerationRequestClaimed>): GenerationRequestClaimed {
-    const message = createBaseGenerationRequestClaimed();
-    message.generationId = object.generationId ?? "";
-    message.ownerId = object.ownerId ?? "";
-    return message;
-  },
-};
 
 function createBaseGenerationRequested(): GenerationRequested {
   return {

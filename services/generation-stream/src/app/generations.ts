@@ -1,0 +1,221 @@
+import { createHash } from "node:crypto";
+import {
+  ConcurrencyError,
+  type EventStore,
+  handleCommand,
+  InvalidArgumentError,
+  NotFoundError,
+  type Principal,
+} from "@spool/kit";
+import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
+import type { Message, Parameters } from "@spool/proto/spool/generation/v1/generation.js";
+import { Subjects } from "../domain/events.js";
+import {
+  decideCancel,
+  decideRequest,
+  type Existing,
+  type Generation,
+  generationReducer,
+} from "../domain/generation.js";
+import type { UserLimits } from "../limits/user-limits.js";
+import type { OutputLog } from "./output-log.js";
+
+export interface StartInput {
+  clientRequestId: string;
+  model: string;
+  messages: Message[];
+  parameters: Parameters | undefined;
+  toolIds: string[];
+  fileIds: string[];
+  conversationId: string;
+}
+
+export interface RequestLimits {
+  maxMessages: number;
+  maxMessageChars: number;
+  maxTotalChars: number;
+  models: readonly string[];
+}
+
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
+const ROLES = new Set(["system", "user", "assistant", "tool"]);
+export const FOLLOW_SCOPE = "gen:follow";
+
+/**
+ * Generations: start (idempotent per user and client request id, within the
+ * per-user limits), cancel (idempotent), and access checks. Starting writes
+ * the request to GEN and `created` (sequence 1) to the output subject.
+ */
+export class Generations {
+  readonly #store: EventStore;
+  readonly #output: OutputLog;
+  readonly #limits: UserLimits;
+  readonly #requestLimits: RequestLimits;
+
+  constructor(deps: {
+    store: EventStore;
+    output: OutputLog;
+    limits: UserLimits;
+    requestLimits: RequestLimits;
+  }) {
+    this.#store = deps.store;
+    this.#output = deps.output;
+    this.#limits = deps.limits;
+    this.#requestLimits = deps.requestLimits;
+  }
+
+  validate(input: StartInput): void {
+    const v: { field: string; description: string }[] = [];
+    const l = this.#requestLimits;
+    if (!ID.test(input.clientRequestId))
+      v.push({ field: "client_request_id", description: "1-128 of letters, digits, '_', '-'" });
+    if (!l.models.includes(input.model))
+      v.push({ field: "model", description: `unknown model; one of ${l.models.join(", ")}` });
+    if (input.messages.length === 0)
+      v.push({ field: "messages", description: "at least one message is required" });
+    if (input.messages.length > l.maxMessages)
+      v.push({ field: "messages", description: `at most ${l.maxMessages} messages` });
+    let total = 0;
+    input.messages.forEach((m, i) => {
+      total += m.content.length;
+      if (!ROLES.has(m.role))
+        v.push({ field: `messages[${i}].role`, description: "system, user, assistant or tool" });
+      if (m.content.length > l.maxMessageChars)
+        v.push({ field: `messages[${i}].content`, description: `at most ${l.maxMessageChars} characters` });
+    });
+    if (total > l.maxTotalChars)
+      v.push({ field: "messages", description: `at most ${l.maxTotalChars} characters in all` });
+    for (const [field, ids] of [
+      ["tool_ids", input.toolIds],
+      ["file_ids", input.fileIds],
+    ] as const) {
+      if (ids.length > 100) v.push({ field, description: "at most 100" });
+      if (ids.some((id) => !ID.test(id)))
+        v.push({ field, description: "ids are 1-128 of letters, digits, '_', '-'" });
+    }
+    if (input.conversationId && !ID.test(input.conversationId))
+      v.push({ field: "conversation_id", description: "1-128 of letters, digits, '_', '-'" });
+    const p = input.parameters;
+    if (p?.temperature !== undefined && !(p.temperature >= 0 && p.temperature <= 2))
+      v.push({ field: "parameters.temperature", description: "0 to 2" });
+    if (p?.topP !== undefined && !(p.topP > 0 && p.topP <= 1))
+      v.push({ field: "parameters.top_p", description: "greater than 0, at most 1" });
+    if (p?.maxTokens !== undefined && !(p.maxTokens >= 1 && p.maxTokens <= 1_000_000))
+      v.push({ field: "parameters.max_tokens", description: "1 to 1,000,000" });
+    if (v.length > 0) throw new InvalidArgumentError("invalid generation request", v);
+  }
+
+  /**
+   * Starts a generation or returns the one this client request id already
+   * started. The generation id is derived from the caller and the client
+   * request id, so parallel starts of the same id race on one subject, whose
+   * first event (expected sequence 0) decides; they also reserve the same
+   * per-user slot, so limits count each generation once.
+   */
+  async start(caller: Principal, input: StartInput): Promise<{ generation: Existing; created: boolean }> {
+    this.validate(input);
+    const generationId = createHash("sha256")
+      .update(`${caller.subject}\n${input.clientRequestId}`)
+      .digest("base64url")
+      .slice(0, 22);
+    const known = await this.load(generationId);
+    if (known.kind !== "none") return { generation: known, created: false };
+    await this.#limits.reserve(caller.subject, generationId);
+    const request: Requested = {
+      generationId,
+      orgId: caller.orgId,
+      ownerId: caller.subject,
+      clientRequestId: input.clientRequestId,
+      model: input.model,
+      messages: input.messages,
+      parameters: input.parameters,
+      toolIds: input.toolIds,
+      fileIds: input.fileIds,
+      conversationId: input.conversationId,
+    };
+    try {
+      return await this.#create(request, caller.subject);
+    } catch (e) {
+      await this.#limits.release(caller.subject, generationId).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Writes the request and `created`; repeating it (after a crash between the two) completes it. */
+  async #create(request: Requested, actor: string): Promise<{ generation: Existing; created: boolean }> {
+    const result = await handleCommand(this.#store, {
+      subject: Subjects.generation(request.generationId),
+      reducer: generationReducer,
+      actor,
+      decide: (state) => decideRequest(state, request),
+    });
+    const at = await this.#output.position(request.generationId);
+    if (at.sequence === 0) {
+      await this.#output
+        .append(
+          request.generationId,
+          at,
+          { $case: "created", value: { model: request.model, conversationId: request.conversationId } },
+          `created:${request.generationId}`,
+        )
+        .catch((e: unknown) => {
+          if (!(e instanceof ConcurrencyError)) throw e; // someone else wrote it first
+        });
+    }
+    if (result.state.kind === "none") throw new Error("generation was not created");
+    return { generation: result.state, created: result.events.length > 0 };
+  }
+
+  async load(generationId: string): Promise<Generation> {
+    if (!ID.test(generationId)) return { kind: "none" };
+    return (await this.#store.load(Subjects.generation(generationId), generationReducer)).state;
+  }
+
+  /**
+   * The generation if the caller may see it: its owner, an owner/admin of its
+   * organisation, or a service token of the organisation with the follow
+   * scope. Anything else is NOT_FOUND, so ids reveal nothing.
+   */
+  async visible(caller: Principal, generationId: string): Promise<Existing> {
+    const g = await this.load(generationId);
+    if (g.kind === "none" || !canSee(caller, g)) throw new NotFoundError("generation not found");
+    return g;
+  }
+
+  /** Idempotent. A queued generation ends at once; a running one's producer is told to stop. */
+  async cancel(caller: Principal, generationId: string): Promise<Existing> {
+    await this.visible(caller, generationId);
+    const at = await this.#output.position(generationId);
+    const result = await handleCommand(this.#store, {
+      subject: Subjects.generation(generationId),
+      reducer: generationReducer,
+      actor: caller.subject,
+      decide: (state) => decideCancel(state, caller.subject, at.sequence + 1),
+    });
+    const g = result.state;
+    if (g.kind === "finished" && result.events.length > 0) {
+      // Cancelled before any producer took it: the terminal event is ours to write.
+      await this.#output
+        .append(
+          generationId,
+          at,
+          { $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } },
+          `terminal:${generationId}`,
+        )
+        .catch((e: unknown) => {
+          if (!(e instanceof ConcurrencyError)) throw e;
+        });
+      await this.#limits.release(g.request.ownerId, generationId);
+    }
+    if (g.kind === "none") throw new NotFoundError("generation not found");
+    return g;
+  }
+}
+
+export function canSee(caller: Principal, g: Existing): boolean {
+  if (caller.orgId !== g.request.orgId) return false;
+  if (caller.kind === "user") {
+    return caller.subject === g.request.ownerId || caller.roles.some((r) => r === "owner" || r === "admin");
+  }
+  return caller.scopes.some((s) => s === FOLLOW_SCOPE);
+}

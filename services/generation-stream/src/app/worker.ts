@@ -1,0 +1,233 @@
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import { type EventStore, FailedPreconditionError, type Logger } from "@spool/kit";
+import { FailureReason } from "@spool/proto/spool/generation/v1/generation.js";
+import { Coalescer } from "../domain/coalescer.js";
+import { GenerationRequested, GenerationRequeued, Subjects } from "../domain/events.js";
+import { generationReducer } from "../domain/generation.js";
+import type { UserLimits } from "../limits/user-limits.js";
+import { type ModelProvider, type ModelRequest, ProviderError } from "../providers/types.js";
+import { watchCancel } from "./cancel-watch.js";
+import type { OutputLog } from "./output-log.js";
+import { type LeasePolicy, ProducerSession } from "./producer.js";
+
+export interface WorkerOptions {
+  store: EventStore;
+  output: OutputLog;
+  limits: UserLimits;
+  logger: Logger;
+  lease: LeasePolicy;
+  /** Spool model name -> provider serving it. Models not listed are left for external producers. */
+  providers: ReadonlyMap<string, ModelProvider>;
+  /** Generations this replica runs at once. */
+  maxConcurrent: number;
+  coalesceWindowMs: number;
+  coalesceMaxChars: number;
+  /** Identifies this replica in leases. */
+  replica: string;
+}
+
+/**
+ * Built-in producers. Replicas share one durable consumer on the lifecycle
+ * subjects, so each queued (or re-queued) generation reaches one replica,
+ * which claims it (the lease decides any race with external producers) and
+ * runs it. The message is acked once the claim is settled: from then on the
+ * lease, not the message, keeps the generation from being lost.
+ */
+export class GenerationWorker {
+  readonly #o: WorkerOptions;
+  readonly #running = new Map<string, AbortController>();
+  #messages: ConsumerMessages | undefined;
+  #loop: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(options: WorkerOptions) {
+    this.#o = options;
+  }
+
+  get running(): number {
+    return this.#running.size;
+  }
+
+  async start(): Promise<void> {
+    const { store } = this.#o;
+    const stream = store.namespace.stream("GEN");
+    const durable = store.namespace.consumer("gen_workers");
+    const jsm = await store.manager();
+    const config = {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: nanos(30_000),
+      max_deliver: -1,
+      filter_subject: store.namespace.subject("gen.generation.>"),
+    };
+    try {
+      await jsm.consumers.info(stream, durable);
+    } catch (e) {
+      if (!(e instanceof JetStreamApiError && e.code === JetStreamApiCodes.ConsumerNotFound)) throw e;
+      await jsm.consumers.add(stream, { ...config, deliver_policy: DeliverPolicy.All });
+    }
+    const consumer = await store.js.consumers.get(stream, durable);
+    this.#loop = (async () => {
+      while (!this.#stopped) {
+        try {
+          this.#messages = await consumer.consume({ max_messages: 64 });
+          for await (const m of this.#messages) await this.#onMessage(m);
+        } catch (e) {
+          if (this.#stopped) break;
+          this.#o.logger.warn({ err: e }, "generation work feed interrupted; resuming");
+          await new Promise((r) => setTimeout(r, 500));
+        }
+      }
+    })();
+  }
+
+  async #onMessage(m: JsMsg): Promise<void> {
+    const events = this.#o.store.decode(m.info.stream, m);
+    const wakes = events.some((e) => GenerationRequested.is(e) || GenerationRequeued.is(e));
+    if (!wakes) {
+      m.ack();
+      return;
+    }
+    const generationId = m.subject.split(".").at(-1) ?? "";
+    // The model decides who produces: a re-queue event does not carry it, so read it from the generation.
+    const { state } = await this.#o.store.load(Subjects.generation(generationId), generationReducer);
+    if (state.kind !== "queued" || !this.#o.providers.has(state.request.model)) {
+      m.ack(); // running elsewhere, finished, or an external producer's model
+      return;
+    }
+    if (this.#running.size >= this.#o.maxConcurrent) {
+      m.nak(250); // full here: let another replica (or this one, later) take it
+      return;
+    }
+    let session: ProducerSession;
+    try {
+      session = await ProducerSession.claim(
+        { store: this.#o.store, output: this.#o.output, policy: this.#o.lease },
+        generationId,
+        `builtin:${this.#o.replica}`,
+      );
+    } catch (e) {
+      // Claimed elsewhere, cancelled, or finished: nothing for us.
+      if (e instanceof FailedPreconditionError) m.ack();
+      else m.nak(1_000);
+      return;
+    }
+    m.ack();
+    const provider = this.#o.providers.get(session.generation.request.model);
+    if (!provider) {
+      await session.fail(FailureReason.FAILURE_REASON_INVALID_REQUEST, "no provider serves this model");
+      return;
+    }
+    const abort = new AbortController();
+    this.#running.set(generationId, abort);
+    void this.#run(session, provider, abort).finally(() => this.#running.delete(generationId));
+  }
+
+  async #run(session: ProducerSession, provider: ModelProvider, abort: AbortController): Promise<void> {
+    const { request } = session.generation;
+    const log = this.#o.logger.child({ generationId: session.generationId, epoch: session.epoch });
+    let cancelled = false;
+    let leaseLost = false;
+    const stopWatch = watchCancel(this.#o.store, this.#o.logger, session.generationId, () => {
+      cancelled = true;
+      abort.abort();
+    });
+    const renewEvery = Math.max(250, Math.floor(this.#o.lease.leaseMs / 3));
+    const renewal = setInterval(() => {
+      session.renew().then(
+        () => this.#o.limits.refresh(request.ownerId, session.generationId).catch(() => {}),
+        () => {
+          leaseLost = true;
+          abort.abort();
+        },
+      );
+    }, renewEvery);
+    const coalescer = new Coalescer({
+      windowMs: this.#o.coalesceWindowMs,
+      maxChars: this.#o.coalesceMaxChars,
+      emit: async (text) => void (await session.delta(text)),
+    });
+    try {
+      const p = request.parameters;
+      for await (const chunk of provider.stream({
+        model: request.model,
+        messages: request.messages.map((m) => ({
+          role: m.role as ModelRequest["messages"][number]["role"],
+          content: m.content,
+        })),
+        params: {
+          ...(p?.temperature !== undefined ? { temperature: p.temperature } : {}),
+          ...(p?.topP !== undefined ? { topP: p.topP } : {}),
+          ...(p?.maxTokens !== undefined ? { maxTokens: p.maxTokens } : {}),
+        },
+        signal: abort.signal,
+      })) {
+        if (chunk.kind === "delta") await coalescer.push(chunk.text);
+        else if (chunk.kind === "tool_call") {
+          await coalescer.flush();
+          await session.toolCall({
+            callId: chunk.id,
+            toolName: chunk.name,
+            argumentsJson: chunk.argumentsJson,
+          });
+        } else if (chunk.kind === "usage") {
+          await coalescer.flush();
+          await session.usage({
+            promptTokens: BigInt(chunk.promptTokens),
+            completionTokens: BigInt(chunk.completionTokens),
+          });
+        }
+      }
+      await coalescer.flush();
+      if (cancelled) await session.cancelled();
+      else await session.complete();
+    } catch (e) {
+      if (leaseLost || this.#stopped) {
+        // Not ours to end: another producer holds it, or this replica is going away and the
+        // lease sweeper re-queues it (no output yet) or fails it (output already followed).
+        coalescer.discard();
+        log.warn({ leaseLost }, "generation left to its lease");
+        return;
+      }
+      try {
+        await coalescer.flush().catch(() => {});
+        if (cancelled) await session.cancelled();
+        else await session.fail(failureReason(e), e instanceof Error ? e.message : "generation failed");
+      } catch (finishError) {
+        log.warn({ err: finishError }, "could not record the end of the generation; the lease sweeper will");
+      }
+    } finally {
+      clearInterval(renewal);
+      stopWatch();
+      if (session.finished)
+        await this.#o.limits.release(request.ownerId, session.generationId).catch(() => {});
+    }
+  }
+
+  /** Stops taking work and aborts what runs (their leases expire and the sweeper settles them elsewhere). */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#messages?.close();
+    await this.#loop;
+    for (const abort of this.#running.values()) abort.abort();
+  }
+}
+
+function failureReason(e: unknown): FailureReason {
+  if (!(e instanceof ProviderError)) return FailureReason.FAILURE_REASON_INTERNAL;
+  const reason = e.reason;
+  if (reason === "connect_timeout" || reason === "first_token_timeout" || reason === "idle_timeout") {
+    return FailureReason.FAILURE_REASON_PROVIDER_TIMEOUT;
+  }
+  if (reason === "http_error" || reason === "protocol_error")
+    return FailureReason.FAILURE_REASON_PROVIDER_ERROR;
+  return FailureReason.FAILURE_REASON_INTERNAL;
+}

@@ -1,0 +1,73 @@
+import { baseConfigShape, ConfigError, loadConfig, secret } from "@spool/kit";
+import { z } from "zod";
+
+const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
+
+export const genConfigShape = {
+  ...baseConfigShape,
+  GRPC_PORT: int(50062, 0, 65535),
+  METRICS_PORT: int(9462, 0, 65535),
+  REDIS_PREFIX: z.string().max(64).default("spool:gen:"),
+  AUTH_ISSUER: z.string().min(1).default("spool-auth"),
+  /** This service's audience in access tokens. */
+  AUTH_AUDIENCE: z.string().min(1).default("spool.generation"),
+  /** How long output events are kept (GEN_OUTPUT max age). */
+  GEN_OUTPUT_RETENTION_SECONDS: int(86_400, 60, 365 * 86_400),
+  /** Generations a user may have queued or running at once. */
+  LIMIT_MAX_ACTIVE: int(2, 1, 1_000),
+  LIMIT_STARTS_PER_WINDOW: int(30, 1, 100_000),
+  LIMIT_WINDOW_SECONDS: int(60, 1, 86_400),
+  /** A producer's lease; renewed every third of it. A dead producer is noticed within about this long. */
+  LEASE_MS: int(15_000, 1_000, 600_000),
+  SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
+  /** Generations one replica's built-in workers run at once. */
+  WORKER_CONCURRENCY: int(16, 1, 10_000),
+  COALESCE_WINDOW_MS: int(20, 0, 1_000),
+  COALESCE_MAX_CHARS: int(2_048, 1, 1_000_000),
+  HEARTBEAT_MS: int(10_000, 100, 300_000),
+  MAX_MESSAGES: int(256, 1, 10_000),
+  MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
+  MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),
+  /** The deterministic built-in model ("builtin"): tokens per second (0 = as fast as possible) and length. */
+  BUILTIN_TOKENS_PER_SECOND: int(50, 0, 1_000_000),
+  BUILTIN_LENGTH: int(200, 1, 1_000_000),
+  /** Models served only by external producers (ClaimGeneration), comma-separated. */
+  EXTERNAL_MODELS: z.string().default(""),
+  /** An OpenAI-compatible endpoint for built-in workers; unset = none. */
+  OPENAI_BASE_URL: z.string().url().optional(),
+  OPENAI_API_KEY: secret(z.string().min(1)).optional(),
+  /** Spool model name = provider model name, comma-separated (e.g. "gpt=gpt-4o-mini"). */
+  OPENAI_MODELS: z.string().default(""),
+  OPENAI_CONNECT_TIMEOUT_MS: int(10_000, 100, 120_000),
+  OPENAI_FIRST_TOKEN_TIMEOUT_MS: int(30_000, 100, 600_000),
+  OPENAI_IDLE_TIMEOUT_MS: int(30_000, 100, 600_000),
+};
+
+export function loadGenConfig(env: NodeJS.ProcessEnv = process.env) {
+  const config = loadConfig(genConfigShape, env);
+  const problems: string[] = [];
+  const models = new Map<string, string>();
+  for (const pair of config.OPENAI_MODELS.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)) {
+    const [spool, provider] = pair.split("=");
+    if (!spool || !provider || !/^[A-Za-z0-9._:-]{1,128}$/.test(spool))
+      problems.push(`SPOOL_OPENAI_MODELS: bad entry ${JSON.stringify(pair)}`);
+    else models.set(spool, provider);
+  }
+  if (models.size > 0 && (!config.OPENAI_BASE_URL || !config.OPENAI_API_KEY)) {
+    problems.push("SPOOL_OPENAI_MODELS needs SPOOL_OPENAI_BASE_URL and SPOOL_OPENAI_API_KEY (or _FILE)");
+  }
+  if (models.has("builtin")) problems.push("SPOOL_OPENAI_MODELS: 'builtin' is the built-in model's name");
+  const externalModels = config.EXTERNAL_MODELS.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  for (const m of externalModels) {
+    if (m === "builtin" || models.has(m))
+      problems.push(`SPOOL_EXTERNAL_MODELS: ${m} is served by a built-in worker`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { ...config, openaiModels: models, externalModels };
+}
+
+export type GenConfig = ReturnType<typeof loadGenConfig>;

@@ -1,0 +1,113 @@
+import { type AsyncService, InvalidArgumentError, principalOf, type ServicePolicies } from "@spool/kit";
+import type {
+  FollowGenerationResponse,
+  GenerationEvent,
+  GenerationServiceService,
+} from "@spool/proto/spool/generation/v1/generation.js";
+import type { Generations } from "../app/generations.js";
+import type { GenerationsReadModel } from "../projections/generations.js";
+import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
+
+type Definition = typeof GenerationServiceService;
+
+/** Producers' scope: claim and produce. */
+export const PRODUCE_SCOPE = "gen:produce";
+
+export const generationPolicies: ServicePolicies<Definition> = {
+  startGeneration: { kind: "user" },
+  followGeneration: { kind: "any" },
+  getGeneration: { kind: "any" },
+  listGenerations: { kind: "user" },
+  cancelGeneration: { kind: "user" },
+  claimGeneration: { kind: "service", scopes: [PRODUCE_SCOPE] },
+  produceGeneration: { kind: "service", scopes: [PRODUCE_SCOPE] },
+};
+
+export type FollowItem =
+  | { kind: "event"; sequence: number; payload: GenerationEvent }
+  | { kind: "heartbeat" };
+
+/** The follow fan-out (follow/hub.ts) as the service uses it. */
+export interface FollowSource {
+  follow(generationId: string, after: number, signal: AbortSignal): AsyncIterable<FollowItem>;
+}
+
+export interface GenerationServiceDeps {
+  generations: Generations;
+  readModel: GenerationsReadModel;
+  follow: FollowSource;
+  claim: AsyncService<Definition>["claimGeneration"];
+}
+
+export function generationService(
+  d: GenerationServiceDeps,
+): Omit<AsyncService<Definition>, "produceGeneration"> {
+  return {
+    async startGeneration(req, ctx) {
+      const { generation, created } = await d.generations.start(principalOf(ctx), {
+        clientRequestId: req.clientRequestId,
+        model: req.model,
+        messages: req.messages,
+        parameters: req.parameters,
+        toolIds: req.toolIds,
+        fileIds: req.fileIds,
+        conversationId: req.conversationId,
+      });
+      return { generation: fromAggregate(generation, 1), created };
+    },
+
+    async followGeneration(req, ctx) {
+      // Existence and access first: another organisation's generation is NOT_FOUND.
+      await d.generations.visible(principalOf(ctx), req.generationId);
+      for await (const item of d.follow.follow(req.generationId, Number(req.afterSequence), ctx.signal)) {
+        const message: FollowGenerationResponse =
+          item.kind === "event"
+            ? { item: { $case: "event", value: item.payload } }
+            : { item: { $case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } };
+        await ctx.send(message);
+      }
+    },
+
+    async getGeneration(req, ctx) {
+      // The lifecycle subject is kept for good, so this answers long after the output has expired.
+      return {
+        generation: fromAggregate(await d.generations.visible(principalOf(ctx), req.generationId), 0),
+      };
+    },
+
+    async listGenerations(req, ctx) {
+      const caller = principalOf(ctx);
+      const v: { field: string; description: string }[] = [];
+      if (req.pageSize < 0 || req.pageSize > 500)
+        v.push({ field: "page_size", description: "0-500 (0 means 50)" });
+      const status = req.status ? ROW_STATUS_OF[req.status] : undefined;
+      if (req.status && !status) v.push({ field: "status", description: "unknown status" });
+      if (v.length > 0) throw new InvalidArgumentError("invalid list request", v);
+      const admin = caller.roles.some((r) => r === "owner" || r === "admin");
+      const after = decodePageToken(req.pageToken);
+      const limit = req.pageSize || 50;
+      const { rows, more } = await d.readModel.list({
+        orgId: caller.orgId,
+        ...(admin ? {} : { ownerId: caller.subject }),
+        ...(status ? { status } : {}),
+        ...(req.conversationId ? { conversationId: req.conversationId } : {}),
+        ...(req.createdAfterMs > 0n ? { createdAfter: new Date(Number(req.createdAfterMs)) } : {}),
+        ...(req.createdBeforeMs > 0n ? { createdBefore: new Date(Number(req.createdBeforeMs)) } : {}),
+        limit,
+        ...(after ? { after } : {}),
+      });
+      const last = rows.at(-1);
+      return {
+        generations: rows.map(fromRow),
+        nextPageToken: more && last ? encodePageToken(last.created_at, last.generation_id) : "",
+      };
+    },
+
+    async cancelGeneration(req, ctx) {
+      const g = await d.generations.cancel(principalOf(ctx), req.generationId);
+      return { generation: fromAggregate(g, 0) };
+    },
+
+    claimGeneration: (req, ctx) => d.claim(req, ctx),
+  };
+}

@@ -1,0 +1,184 @@
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import {
+  authorize,
+  bearerToken,
+  type CallContext,
+  type EventStore,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  type Logger,
+  type Principal,
+  principalOf,
+  SpoolError,
+  type TokenVerifier,
+  toGrpcStatus,
+  UnauthenticatedError,
+} from "@spool/kit";
+import type {
+  ClaimGenerationRequest,
+  ClaimGenerationResponse,
+  ProduceGenerationRequest,
+  ProduceGenerationResponse,
+} from "@spool/proto/spool/generation/v1/generation.js";
+import { watchCancel } from "../app/cancel-watch.js";
+import type { OutputLog } from "../app/output-log.js";
+import { type LeasePolicy, ProducerSession } from "../app/producer.js";
+import { PRODUCE_SCOPE } from "./generation-service.js";
+
+export interface ProduceDeps {
+  store: EventStore;
+  output: OutputLog;
+  lease: LeasePolicy;
+  verifier: TokenVerifier;
+  logger: Logger;
+  /** Oldest queued generations that no built-in worker serves. */
+  queued: (limit: number) => Promise<string[]>;
+}
+
+/** ClaimGeneration: a lease for the named generation, or for the oldest queued one within wait_ms. */
+export function claimHandler(d: ProduceDeps) {
+  return async (req: ClaimGenerationRequest, ctx: CallContext): Promise<ClaimGenerationResponse> => {
+    const producer = principalOf(ctx).subject;
+    if (req.waitMs < 0 || req.waitMs > 30_000) {
+      throw new InvalidArgumentError("invalid claim", [{ field: "wait_ms", description: "0 to 30000" }]);
+    }
+    const deps = { store: d.store, output: d.output, policy: d.lease };
+    const respond = (s: ProducerSession): ClaimGenerationResponse => ({
+      lease: {
+        generationId: s.generationId,
+        epoch: BigInt(s.epoch),
+        expiresAtMs: BigInt(s.generation.leaseExpiresAtMs),
+      },
+      model: s.generation.request.model,
+      messages: s.generation.request.messages,
+      parameters: s.generation.request.parameters,
+      toolIds: s.generation.request.toolIds,
+      fileIds: s.generation.request.fileIds,
+    });
+    if (req.generationId) return respond(await ProducerSession.claim(deps, req.generationId, producer));
+    const until = Date.now() + Math.min(req.waitMs, ctx.remainingMs());
+    do {
+      for (const id of await d.queued(10)) {
+        try {
+          return respond(await ProducerSession.claim(deps, id, producer));
+        } catch (e) {
+          if (!(e instanceof FailedPreconditionError)) throw e; // taken by someone else: next one
+        }
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    } while (Date.now() < until && !ctx.signal.aborted);
+    return { lease: undefined, model: "", messages: [], parameters: undefined, toolIds: [], fileIds: [] };
+  };
+}
+
+/**
+ * ProduceGeneration (bidirectional): authenticated like every RPC, then the
+ * first message names the lease; each event is appended in order and acked
+ * with its sequence. A stale or expired lease ends the stream with
+ * FAILED_PRECONDITION; a cancel of the generation is sent to the producer.
+ */
+export function produceHandler(d: ProduceDeps) {
+  return (call: ServerDuplexStream<ProduceGenerationRequest, ProduceGenerationResponse>): void => {
+    let session: ProducerSession | undefined;
+    let principal: Principal | undefined;
+    let chain: Promise<void> = Promise.resolve();
+    let ended = false;
+    let stopWatch: (() => void) | undefined;
+    let cancelRequested = false;
+    call.on("close", () => stopWatch?.());
+    call.on("finish", () => stopWatch?.());
+    const fail = (e: unknown) => {
+      if (ended) return;
+      ended = true;
+      if (!(e instanceof SpoolError)) d.logger.error({ err: e }, "produce stream failed");
+      const status = toGrpcStatus(e);
+      call.emit("error", Object.assign(new Error(status.details ?? ""), status));
+    };
+    const authenticate = async () => {
+      const token = bearerToken(call.metadata);
+      if (!token) throw new UnauthenticatedError("an access token is required");
+      const p = await d.verifier.verify(token);
+      authorize(p, { kind: "service", scopes: [PRODUCE_SCOPE] });
+      return p;
+    };
+    const handle = async (msg: ProduceGenerationRequest) => {
+      principal ??= await authenticate();
+      const item = msg.item;
+      if (!item) throw new InvalidArgumentError("empty message");
+      if (!session) {
+        if (item.$case !== "lease") throw new InvalidArgumentError("the first message must name the lease");
+        session = await ProducerSession.resume(
+          { store: d.store, output: d.output, policy: d.lease },
+          item.value.generationId,
+          Number(item.value.epoch),
+          principal.subject,
+        );
+        stopWatch = watchCancel(d.store, d.logger, session.generationId, (requestedBy) => {
+          cancelRequested = true;
+          if (!ended) call.write({ item: { $case: "cancel", value: { requestedBy } } });
+        });
+        return;
+      }
+      let sequence: number | undefined;
+      switch (item.$case) {
+        case "lease":
+          throw new InvalidArgumentError("the lease is named once");
+        case "delta":
+          sequence = await session.delta(item.value.text);
+          break;
+        case "toolCall":
+          sequence = await session.toolCall(item.value);
+          break;
+        case "usage":
+          sequence = await session.usage(item.value.usage ?? { promptTokens: 0n, completionTokens: 0n });
+          break;
+        case "renew": {
+          const expiresAtMs = await session.renew();
+          call.write({
+            item: {
+              $case: "lease",
+              value: {
+                generationId: session.generationId,
+                epoch: BigInt(session.epoch),
+                expiresAtMs: BigInt(expiresAtMs),
+              },
+            },
+          });
+          return;
+        }
+        case "completed":
+          await session.complete();
+          sequence = session.position.sequence;
+          break;
+        case "failed":
+          await session.fail(item.value.reason, item.value.message);
+          sequence = session.position.sequence;
+          break;
+      }
+      if (sequence !== undefined)
+        call.write({ item: { $case: "appended", value: { sequence: BigInt(sequence) } } });
+      if (session.finished && !ended) {
+        ended = true;
+        call.end();
+      }
+    };
+    call.on("data", (msg: ProduceGenerationRequest) => {
+      chain = chain.then(() => (ended ? undefined : handle(msg))).catch(fail);
+    });
+    call.on("end", () => {
+      chain = chain
+        .then(async () => {
+          // The producer stopped after being told of a cancel: the terminal event is written for it.
+          if (cancelRequested && session && !session.finished) await session.cancelled();
+          if (!ended) {
+            ended = true;
+            call.end();
+          }
+        })
+        .catch(fail);
+    });
+    call.on("error", () => {
+      ended = true;
+    });
+  };
+}

@@ -1,0 +1,8 @@
+import { runService } from "@spool/kit";
+import { loadGenConfig } from "./config.js";
+import { startGenerationStream } from "./wiring.js";
+
+runService("generation-stream", async () => {
+  const { app, logger } = await startGenerationStream(loadGenConfig());
+  return { logger, stop: (reason?: string) => app.stop(reason) };
+});

@@ -1,0 +1,231 @@
+import { hostname } from "node:os";
+import {
+  connectNats,
+  createGrpcServer,
+  createLogger,
+  createMetricsRegistry,
+  createPool,
+  DeadLetterStore,
+  EventStore,
+  type GrpcApp,
+  grpcOptionsFromConfig,
+  guarded,
+  KvJwksSource,
+  type Logger,
+  Namespace,
+  natsCheck,
+  openJwksBucket,
+  Projector,
+  postgresCheck,
+  RevocationSet,
+  redisCheck,
+  requireAdmin,
+  startMetricsServer,
+  TokenVerifier,
+} from "@spool/kit";
+import {
+  type GenerationEvent,
+  GenerationServiceService,
+} from "@spool/proto/spool/generation/v1/generation.js";
+import { Redis } from "ioredis";
+import { Generations } from "./app/generations.js";
+import { isTerminal, OutputLog } from "./app/output-log.js";
+import { slotReleaser } from "./app/slot-releaser.js";
+import { LeaseSweeper } from "./app/sweeper.js";
+import { GenerationWorker } from "./app/worker.js";
+import type { GenConfig } from "./config.js";
+import { GEN_STREAM, OutputEvent, outputStream, Subjects } from "./domain/events.js";
+import { FollowHub } from "./follow/index.js";
+import { generationPolicies, generationService } from "./grpc/generation-service.js";
+import { claimHandler, produceHandler } from "./grpc/produce.js";
+import { UserLimits } from "./limits/user-limits.js";
+import { GenerationsReadModel, generationsProjection } from "./projections/generations.js";
+import { BuiltinModel, type ModelProvider, OpenAIProvider } from "./providers/index.js";
+
+export interface RunningGeneration {
+  app: GrpcApp;
+  port: number;
+  logger: Logger;
+  worker: GenerationWorker;
+  hub: FollowHub<GenerationEvent>;
+  sweeper: LeaseSweeper;
+}
+
+/** Builds and starts generation-stream (the composition root, minus process concerns). */
+export async function startGenerationStream(
+  config: GenConfig,
+  overrides: { providers?: ReadonlyMap<string, ModelProvider> } = {},
+): Promise<RunningGeneration> {
+  const logger = createLogger({ service: "generation-stream", level: config.LOG_LEVEL });
+  const namespace = new Namespace(config.STREAM_PREFIX);
+  const nc = await connectNats({ url: config.NATS_URL, name: "spool-generation-stream" });
+  const store = new EventStore(nc, { namespace });
+  await store.ensureStream(GEN_STREAM);
+  await store.ensureStream(outputStream(config.GEN_OUTPUT_RETENTION_SECONDS * 1000));
+  await store.ensureStream({ name: "AUTH", subjects: ["auth.>"] });
+
+  const sql = createPool({
+    url: config.DATABASE_URL,
+    max: config.DATABASE_POOL_MAX,
+    applicationName: "spool-generation",
+  });
+  const redis = new Redis(config.REDIS_URL, {
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    commandTimeout: 2_000,
+  });
+  redis.on("error", () => {});
+  const metrics = createMetricsRegistry({ service: "generation-stream" });
+
+  const revocations = new RevocationSet({ store, logger });
+  const verifier = new TokenVerifier({
+    keys: new KvJwksSource(await openJwksBucket(nc, namespace)),
+    issuer: config.AUTH_ISSUER,
+    audience: config.AUTH_AUDIENCE,
+    revocations,
+  });
+
+  const limits = new UserLimits(redis, config.REDIS_PREFIX, {
+    maxActive: config.LIMIT_MAX_ACTIVE,
+    maxStartsPerWindow: config.LIMIT_STARTS_PER_WINDOW,
+    windowMs: config.LIMIT_WINDOW_SECONDS * 1000,
+    // Outlives a lease comfortably: a slot is dropped only when its generation is surely settled elsewhere.
+    activeTtlMs: config.LEASE_MS * 4,
+  });
+  const output = new OutputLog(store);
+  const providers =
+    overrides.providers ??
+    new Map<string, ModelProvider>([
+      [
+        "builtin",
+        new BuiltinModel({
+          tokensPerSecond: config.BUILTIN_TOKENS_PER_SECOND,
+          length: config.BUILTIN_LENGTH,
+        }),
+      ],
+      ...(config.OPENAI_BASE_URL && config.OPENAI_API_KEY && config.openaiModels.size > 0
+        ? [...config.openaiModels.keys()].map((name): [string, ModelProvider] => [
+            name,
+            new OpenAIProvider({
+              baseUrl: config.OPENAI_BASE_URL ?? "",
+              apiKey: config.OPENAI_API_KEY ?? "",
+              models: Object.fromEntries(config.openaiModels),
+              connectTimeoutMs: config.OPENAI_CONNECT_TIMEOUT_MS,
+              firstTokenTimeoutMs: config.OPENAI_FIRST_TOKEN_TIMEOUT_MS,
+              idleTimeoutMs: config.OPENAI_IDLE_TIMEOUT_MS,
+            }),
+          ])
+        : []),
+    ]);
+  const generations = new Generations({
+    store,
+    output,
+    limits,
+    requestLimits: {
+      maxMessages: config.MAX_MESSAGES,
+      maxMessageChars: config.MAX_MESSAGE_CHARS,
+      maxTotalChars: config.MAX_TOTAL_CHARS,
+      models: [...providers.keys(), ...config.externalModels],
+    },
+  });
+  const lease = { leaseMs: config.LEASE_MS };
+  const worker = new GenerationWorker({
+    store,
+    output,
+    limits,
+    logger,
+    lease,
+    providers,
+    maxConcurrent: config.WORKER_CONCURRENCY,
+    coalesceWindowMs: config.COALESCE_WINDOW_MS,
+    coalesceMaxChars: config.COALESCE_MAX_CHARS,
+    replica: `${hostname()}-${process.pid}`,
+  });
+  const hub = new FollowHub<GenerationEvent>({
+    store,
+    stream: "GEN_OUTPUT",
+    subjectOf: Subjects.output,
+    decode: (msg) => {
+      const e = OutputEvent.decode(msg.data);
+      return { sequence: Number(e.sequence), terminal: isTerminal(e.event), payload: e };
+    },
+    logger,
+    heartbeatMs: config.HEARTBEAT_MS,
+  });
+  const deadLetters = new DeadLetterStore(sql);
+  await deadLetters.migrate();
+  const projector = new Projector(generationsProjection, { store, sql, deadLetters, logger });
+  const readModel = new GenerationsReadModel(sql);
+  const releaser = slotReleaser({ store, limits, deadLetters, logger });
+  const sweeper = new LeaseSweeper({
+    store,
+    output,
+    generations: readModel,
+    limits,
+    logger,
+    intervalMs: config.SWEEP_INTERVAL_MS,
+  });
+  const produceDeps = {
+    store,
+    output,
+    lease,
+    verifier,
+    logger,
+    queued: async (limit: number) =>
+      (
+        await sql<{ generation_id: string }[]>`
+          SELECT generation_id FROM generations WHERE status = 'queued'
+            AND NOT (model = ANY(${[...providers.keys()]})) ORDER BY created_at LIMIT ${limit}`
+      ).map((r) => r.generation_id),
+  };
+
+  const app = createGrpcServer({
+    name: "generation-stream",
+    logger,
+    metrics,
+    ...grpcOptionsFromConfig(config),
+  });
+  app.onClose("redis", () => redis.quit());
+  app.onClose("postgres", () => sql.end({ timeout: 5 }));
+  app.onClose("nats", () => nc.drain());
+  app.onClose("revocations", () => revocations.stop());
+  app.onClose("follow hub", () => hub.close());
+  app.onClose("sweeper", () => sweeper.stop());
+  app.onClose("worker", () => worker.stop());
+
+  const service = generationService({
+    generations,
+    readModel,
+    follow: hub,
+    claim: claimHandler(produceDeps),
+  });
+  const { produceGeneration: _bidi, ...asyncMethods } = GenerationServiceService;
+  const { produceGeneration: _bidiPolicy, ...asyncPolicies } = generationPolicies;
+  app.addMixedService(
+    GenerationServiceService,
+    guarded(asyncMethods, service, { verifier, policies: asyncPolicies }),
+    {
+      // Bidirectional: authenticates and authorizes itself (see produce.ts).
+      produceGeneration: produceHandler(produceDeps) as never,
+    },
+  );
+  app.addAdminService({ deadLetters, authorize: requireAdmin(verifier) });
+  app.addConsumer(projector);
+  app.addConsumer(releaser);
+  app.addHealthCheck(natsCheck(nc)).addHealthCheck(redisCheck(redis)).addHealthCheck(postgresCheck(sql));
+
+  await projector.start();
+  await releaser.start();
+  await revocations.start();
+  await revocations.ready;
+  await worker.start();
+  sweeper.start();
+  const metricsServer = await startMetricsServer({
+    registry: metrics,
+    port: config.METRICS_PORT,
+    host: "127.0.0.1",
+  });
+  app.onClose("metrics", () => metricsServer.close());
+  const port = await app.start();
+  return { app, port, logger, worker, hub, sweeper };
+}

@@ -1,0 +1,88 @@
+import { type CallOptions, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { GenerationServiceClient } from "@spool/proto/spool/generation/v1/generation.js";
+import type { Isolated } from "@spool/testing";
+import { call as authCall, authEnv, startTestAuth, type TestAuth } from "../../auth/test/harness.js";
+import { loadGenConfig } from "../src/config.js";
+import type { ModelProvider } from "../src/providers/index.js";
+import { type RunningGeneration, startGenerationStream } from "../src/wiring.js";
+
+export { authCall };
+
+export interface Stack {
+  auth: TestAuth;
+  gen: RunningGeneration;
+  client: GenerationServiceClient;
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+export function genEnv(slice: Isolated, overrides: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...authEnv(slice),
+    SPOOL_GRPC_PORT: "0",
+    SPOOL_REDIS_PREFIX: `${slice.redisPrefix}gen:`,
+    SPOOL_BUILTIN_TOKENS_PER_SECOND: "0",
+    SPOOL_BUILTIN_LENGTH: "40",
+    SPOOL_LEASE_MS: "3000",
+    SPOOL_SWEEP_INTERVAL_MS: "250",
+    SPOOL_HEARTBEAT_MS: "500",
+    ...overrides,
+  };
+}
+
+/** Auth and generation-stream in this process, on the test file's slice of the servers. */
+export async function startStack(
+  slice: Isolated,
+  overrides: Record<string, string> = {},
+  providers?: ReadonlyMap<string, ModelProvider>,
+): Promise<Stack> {
+  const auth = await startTestAuth(slice);
+  const env = { ...genEnv(slice, overrides), ...pick(auth.env, ["SPOOL_MASTER_KEYS", "SPOOL_TOKEN_SECRET"]) };
+  const gen = await startGenerationStream(loadGenConfig(env), providers ? { providers } : {});
+  const client = new GenerationServiceClient(`127.0.0.1:${gen.port}`, credentials.createInsecure());
+  return {
+    auth,
+    gen,
+    client,
+    env,
+    stop: async () => {
+      client.close();
+      await gen.app.stop("test done");
+      await auth.stop();
+    },
+  };
+}
+
+function pick(env: Record<string, string>, keys: string[]): Record<string, string> {
+  return Object.fromEntries(keys.flatMap((k) => (env[k] ? [[k, env[k]]] : [])));
+}
+
+export function bearer(token: string): Metadata {
+  const m = new Metadata();
+  m.set("authorization", `Bearer ${token}`);
+  return m;
+}
+
+type Unary<Req, Res> = (
+  req: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  cb: (err: ServiceError | null, res: Res) => void,
+) => unknown;
+
+export function call<Req, Res>(
+  method: Unary<Req, Res>,
+  client: object,
+  req: Req,
+  token?: string,
+): Promise<Res> {
+  return new Promise((resolve, reject) => {
+    method.call(
+      client,
+      req,
+      token ? bearer(token) : new Metadata(),
+      { deadline: Date.now() + 15_000 },
+      (err, res) => (err ? reject(err) : resolve(res)),
+    );
+  });
+}
