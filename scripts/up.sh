@@ -56,9 +56,24 @@ export SPOOL_TOKEN_SECRET_FILE=$secrets/token-secret
 export SPOOL_BOOTSTRAP_ADMIN_PASSWORD_FILE=$secrets/bootstrap-admin-password
 export SPOOL_BOOTSTRAP_ADMIN_EMAIL=${SPOOL_BOOTSTRAP_ADMIN_EMAIL:-admin@spool.local}
 
+run() { node --conditions=source node_modules/tsx/dist/cli.mjs "$@"; }
+pids=()
+stop() { trap - INT TERM EXIT; kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
+trap stop INT TERM EXIT
+
+run services/auth/src/main.ts &
+pids+=($!)
+# generation-stream verifies tokens against the keys auth publishes at start.
+for _ in $(seq 1 120); do reachable 127.0.0.1 50061 && break; sleep 0.5; done
+SPOOL_GRPC_PORT=50062 SPOOL_METRICS_PORT=9462 run services/generation-stream/src/main.ts &
+pids+=($!)
+for _ in $(seq 1 120); do reachable 127.0.0.1 50062 && break; sleep 0.5; done
+
 cat <<MSG
-Starting auth on 127.0.0.1:${SPOOL_GRPC_PORT:-50061} (Ctrl-C stops it).
-First login, from another terminal:
+auth on 127.0.0.1:50061, generation-stream on 127.0.0.1:50062 (Ctrl-C stops both).
+From another terminal:
   bin/spool login --email $SPOOL_BOOTSTRAP_ADMIN_EMAIL --password-file $secrets/bootstrap-admin-password
+  bin/spool generate --access-token <accessToken> --prompt "hello"
 MSG
-exec node --conditions=source node_modules/tsx/dist/cli.mjs services/auth/src/main.ts
+# When either service exits, stop the other.
+wait -n "${pids[@]}"

@@ -1,28 +1,47 @@
 #!/usr/bin/env node
+import { randomUUID } from "node:crypto";
 // spool: a small command line for a running Spool stack.
 //
 //   spool login --email E --password-file F     log in; prints the token pair as JSON
 //   spool refresh --refresh-token T             rotate a refresh token
 //   spool logout --access-token T               revoke the session
 //   spool whoami --access-token T               introspect your own token
+//   spool generate --access-token T [--model builtin] --prompt P
+//                                               start a generation and follow it to the end
+//   spool follow --access-token T --id G [--after N]
+//                                               follow (or resume) a generation
 //
-// --auth HOST:PORT (or SPOOL_AUTH_ADDR) picks the auth service (default 127.0.0.1:50061).
+// --auth HOST:PORT (or SPOOL_AUTH_ADDR) picks the auth service (default 127.0.0.1:50061);
+// --gen HOST:PORT (or SPOOL_GEN_ADDR) generation-stream (default 127.0.0.1:50062).
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import { AuthServiceClient } from "@spool/proto/spool/auth/v1/auth.js";
+import {
+  type FollowGenerationResponse,
+  GenerationServiceClient,
+} from "@spool/proto/spool/generation/v1/generation.js";
 
-const USAGE = `usage: spool <login|refresh|logout|whoami> [options]
+const USAGE = `usage: spool <login|refresh|logout|whoami|generate|follow> [options]
   login    --email E (--password-file F | --password P)
   refresh  --refresh-token T
   logout   --access-token T
   whoami   --access-token T
-common:    --auth HOST:PORT (default $SPOOL_AUTH_ADDR or 127.0.0.1:50061)`;
+  generate --access-token T --prompt P [--model builtin] [--request-id R]
+  follow   --access-token T --id G [--after N]
+common:    --auth HOST:PORT (default $SPOOL_AUTH_ADDR or 127.0.0.1:50061)
+           --gen HOST:PORT  (default $SPOOL_GEN_ADDR or 127.0.0.1:50062)`;
 
 const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     auth: { type: "string" },
+    gen: { type: "string" },
+    model: { type: "string" },
+    prompt: { type: "string" },
+    "request-id": { type: "string" },
+    id: { type: "string" },
+    after: { type: "string" },
     email: { type: "string" },
     password: { type: "string" },
     "password-file": { type: "string" },
@@ -79,6 +98,59 @@ switch (positionals[0]) {
     client.introspectToken({ token }, bearer(token), deadline(), done);
     break;
   }
+  case "generate": {
+    const gen = genClient();
+    const token = need("access-token");
+    gen.startGeneration(
+      {
+        clientRequestId: values["request-id"] ?? randomUUID(),
+        model: values.model ?? "builtin",
+        messages: [{ role: "user", content: need("prompt") }],
+        parameters: undefined,
+        toolIds: [],
+        fileIds: [],
+        conversationId: "",
+      },
+      bearer(token),
+      deadline(),
+      (err, res) => {
+        if (err) return done(err, undefined);
+        const id = res?.generation?.generationId ?? "";
+        process.stderr.write(`generation ${id}\n`);
+        follow(gen, token, id, 0);
+      },
+    );
+    break;
+  }
+  case "follow":
+    follow(genClient(), need("access-token"), need("id"), Number(values.after ?? "0"));
+    break;
   default:
     fail(positionals[0] ? `unknown command ${positionals[0]}` : "a command is required");
+}
+
+function genClient(): GenerationServiceClient {
+  return new GenerationServiceClient(
+    values.gen ?? process.env.SPOOL_GEN_ADDR ?? "127.0.0.1:50062",
+    credentials.createInsecure(),
+  );
+}
+
+/** Prints deltas as they arrive, and one line per other event with its sequence (to resume with --after). */
+function follow(gen: GenerationServiceClient, token: string, id: string, after: number): void {
+  const stream = gen.followGeneration({ generationId: id, afterSequence: BigInt(after) }, bearer(token));
+  stream.on("data", (r: FollowGenerationResponse) => {
+    if (r.item?.$case !== "event") return;
+    const e = r.item.value;
+    if (e.event?.$case === "delta") process.stdout.write(e.event.value.text);
+    else process.stderr.write(`\n[${e.sequence}] ${e.event?.$case ?? "unknown"}\n`);
+  });
+  stream.on("end", () => {
+    client.close();
+    gen.close();
+  });
+  stream.on("error", (err: ServiceError) => {
+    process.stderr.write(`spool: ${err.details || err.message} (code ${err.code})\n`);
+    process.exit(1);
+  });
 }

@@ -1,0 +1,106 @@
+import { credentials, Metadata, status } from "@grpc/grpc-js";
+import {
+  FailureReason,
+  type FollowGenerationResponse,
+  type GenerationEvent,
+  GenerationServiceClient,
+} from "@spool/proto/spool/generation/v1/generation.js";
+import { type Child, runTs, useInfra } from "@spool/testing";
+import { afterAll, describe, expect, it } from "vitest";
+import { startTestAuth, type TestAuth } from "../../auth/test/harness.js";
+import { authCall, genEnv } from "./harness.js";
+
+const infra = useInfra("genkill");
+const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
+const children: Child[] = [];
+let auth: TestAuth | undefined;
+afterAll(async () => {
+  for (const c of children) c.kill("SIGKILL");
+  await auth?.stop();
+});
+
+async function replica(
+  env: Record<string, string>,
+): Promise<{ child: Child; client: GenerationServiceClient }> {
+  const child = runTs(MAIN, { env: { ...env, SPOOL_LOG_LEVEL: "info" } });
+  children.push(child);
+  const line = await child.waitFor(/"port":\d+[^\n]*grpc server listening/, 60_000);
+  const port = Number(/"port":(\d+)/.exec(line)?.[1]);
+  return { child, client: new GenerationServiceClient(`127.0.0.1:${port}`, credentials.createInsecure()) };
+}
+
+describe("a replica dies mid-generation", () => {
+  it("followers on another replica keep their stream to the last event, then see the typed failure; nothing is duplicated", async () => {
+    auth = await startTestAuth(infra());
+    const a = auth.client;
+    const token = (
+      await authCall(a.login, a, { email: "admin@spool.test", password: "correct horse battery staple 42" })
+    ).tokens!.accessToken;
+    const env = genEnv(infra(), {
+      SPOOL_BUILTIN_TOKENS_PER_SECOND: "40",
+      SPOOL_BUILTIN_LENGTH: "5000",
+      SPOOL_LEASE_MS: "2000",
+      SPOOL_SWEEP_INTERVAL_MS: "200",
+      SPOOL_HEARTBEAT_MS: "300",
+    });
+    const producerReplica = await replica(env);
+    const meta = new Metadata();
+    meta.set("authorization", `Bearer ${token}`);
+    const started = await new Promise<string>((resolve, reject) =>
+      producerReplica.client.startGeneration(
+        {
+          clientRequestId: "doomed",
+          model: "builtin",
+          messages: [{ role: "user", content: "go" }],
+          parameters: undefined,
+          toolIds: [],
+          fileIds: [],
+          conversationId: "",
+        },
+        meta,
+        (err, res) => (err ? reject(err) : resolve(res!.generation!.generationId)),
+      ),
+    );
+    // The first replica's worker has claimed it (its `started` event is out) before the second exists.
+    await new Promise<void>((resolve, reject) => {
+      const s = producerReplica.client.followGeneration({ generationId: started, afterSequence: 0n }, meta);
+      s.on("data", (r: FollowGenerationResponse) => {
+        if (r.item?.$case === "event" && r.item.value.event?.$case === "started") {
+          s.cancel();
+          resolve();
+        }
+      });
+      s.on("error", (e: { code: number }) => (e.code === status.CANCELLED ? resolve() : reject(e)));
+    });
+    const followerReplica = await replica(env);
+    const events: GenerationEvent[] = [];
+    const ended = new Promise<void>((resolve, reject) => {
+      const stream = followerReplica.client.followGeneration(
+        { generationId: started, afterSequence: 0n },
+        meta,
+      );
+      stream.on("data", (r: FollowGenerationResponse) => {
+        if (r.item?.$case === "event") events.push(r.item.value);
+      });
+      stream.on("end", () => resolve());
+      stream.on("error", (e: { code: number }) => (e.code === status.CANCELLED ? resolve() : reject(e)));
+    });
+    // Let some output flow, then kill the producing replica outright.
+    while (events.filter((e) => e.event?.$case === "delta").length < 3)
+      await new Promise((r) => setTimeout(r, 20));
+    producerReplica.child.kill("SIGKILL");
+    await ended;
+
+    expect(events.map((e) => Number(e.sequence))).toEqual(events.map((_, i) => i + 1));
+    const last = events.at(-1)!;
+    expect(last.event?.$case).toBe("failed");
+    if (last.event?.$case === "failed")
+      expect(last.event.value.reason).toBe(FailureReason.FAILURE_REASON_PRODUCER_LOST);
+    // Everything the dead producer appended was delivered before the failure, once.
+    expect(events.filter((e) => e.event?.$case === "delta").length).toBeGreaterThanOrEqual(3);
+    producerReplica.client.close();
+    followerReplica.client.close();
+    followerReplica.child.kill("SIGTERM");
+    expect(await followerReplica.child.exited).toBe(0);
+  });
+});
