@@ -56,10 +56,13 @@ export SPOOL_TOKEN_SECRET_FILE=$secrets/token-secret
 export SPOOL_BOOTSTRAP_ADMIN_PASSWORD_FILE=$secrets/bootstrap-admin-password
 export SPOOL_BOOTSTRAP_ADMIN_EMAIL=${SPOOL_BOOTSTRAP_ADMIN_EMAIL:-admin@spool.local}
 
-run() { node --conditions=source node_modules/tsx/dist/cli.mjs "$@"; }
+# exec: the background job is node itself, so signals reach it.
+run() { exec node --conditions=source node_modules/tsx/dist/cli.mjs "$@"; }
 pids=()
 stop() { trap - INT TERM EXIT; kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
-trap stop INT TERM EXIT
+# Ctrl-C reaches the services themselves (same process group): just wait for their graceful stop.
+trap 'trap - INT TERM EXIT; wait || true' INT
+trap stop TERM EXIT
 
 run services/auth/src/main.ts &
 pids+=($!)
