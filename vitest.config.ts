@@ -1,12 +1,12 @@
 import { defineConfig } from "vitest/config";
 
-// Workspace packages are resolved to their TypeScript sources ("source" export
+// Workspace packages are resolved to their TypeScript sources ("@spool/source" export
 // condition), so tests never depend on a prior build.
-const conditions = ["source", "node", "import", "default"];
+const conditions = ["@spool/source", "node", "import", "default"];
 
 export default defineConfig({
   resolve: { conditions },
-  ssr: { resolve: { conditions, externalConditions: ["source"] } },
+  ssr: { resolve: { conditions, externalConditions: ["@spool/source"] } },
   test: {
     // 2 cores: two files at a time keeps real-server tests from starving each other.
     maxWorkers: 2,

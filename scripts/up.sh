@@ -57,7 +57,7 @@ export SPOOL_BOOTSTRAP_ADMIN_PASSWORD_FILE=$secrets/bootstrap-admin-password
 export SPOOL_BOOTSTRAP_ADMIN_EMAIL=${SPOOL_BOOTSTRAP_ADMIN_EMAIL:-admin@spool.local}
 
 # exec: the background job is node itself, so signals reach it.
-run() { exec node --conditions=source node_modules/tsx/dist/cli.mjs "$@"; }
+run() { exec node --conditions=@spool/source node_modules/tsx/dist/cli.mjs "$@"; }
 pids=()
 stop() { trap - INT TERM EXIT; kill -TERM "${pids[@]}" 2>/dev/null || true; wait || true; }
 # Ctrl-C reaches the services themselves (same process group): just wait for their graceful stop.

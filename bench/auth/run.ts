@@ -10,7 +10,7 @@
 // their own. Everything runs on an isolated slice (stream prefix, database,
 // Redis prefix) removed at the end.
 //
-//   node --conditions=source --import tsx bench/auth/run.ts
+//   node --conditions=@spool/source --import tsx bench/auth/run.ts
 //
 // Settings (environment): SPOOL_BENCH_AUTH_TOKENS, _SESSIONS, _CONCURRENCY,
 // _CONNECTIONS, _WARMUP_MS, _ROUND_MS, _ROUNDS, _ROUND_QUIET_WAIT_MS,

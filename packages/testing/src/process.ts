@@ -22,11 +22,11 @@ export interface Child {
   kill(signal?: NodeJS.Signals): void;
 }
 
-/** Runs a TypeScript file as a child process (Node with tsx, "source" export condition). */
+/** Runs a TypeScript file as a child process (Node with tsx, "@spool/source" export condition). */
 export function runTs(file: string, options: { env?: Record<string, string>; args?: string[] } = {}): Child {
   const proc = spawn(
     process.execPath,
-    ["--conditions=source", "--import", TSX_LOADER, file, ...(options.args ?? [])],
+    ["--conditions=@spool/source", "--import", TSX_LOADER, file, ...(options.args ?? [])],
     {
       env: { ...process.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
