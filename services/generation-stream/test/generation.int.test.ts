@@ -1,4 +1,6 @@
 import { type ClientReadableStream, status } from "@grpc/grpc-js";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { connectNats, Namespace } from "@spool/kit";
 import { Role } from "@spool/proto/spool/auth/v1/auth.js";
 import {
   type FollowGenerationResponse,
@@ -122,6 +124,23 @@ describe("generation with the built-in model", () => {
     // Resume from the middle: exactly the rest.
     const rest = await follow(generation!.generationId, 3, token);
     expect(rest).toEqual(events.slice(3));
+  });
+
+  it("Get still answers once retention has removed the output events", async () => {
+    const token = await owner("gen-retention");
+    const { generation } = await start(token, "expire-me");
+    const id = generation!.generationId;
+    const events = await follow(id, 0, token);
+    // What the retention window does to a finished generation's output: its messages are gone.
+    const nc = await connectNats({ url: infra().natsUrl, name: "retention-test" });
+    const ns = new Namespace(infra().streamPrefix);
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.purge(ns.stream("GEN_OUTPUT"), { filter: ns.subject(`gen.output.${id}`) });
+    await nc.close();
+    const got = (await call(stack.client.getGeneration, stack.client, { generationId: id }, token))
+      .generation!;
+    expect(got.status).toBe(GenerationStatus.GENERATION_STATUS_COMPLETED);
+    expect(got.text).toBe(textOf(events));
   });
 
   it("the same client request id (also in parallel) yields one generation", async () => {
