@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type CallOptions, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import { AuthServiceClient } from "@spool/proto/spool/auth/v1/auth.js";
 import type { Isolated } from "@spool/testing";
 import { loadAuthConfig } from "../src/config.js";
@@ -49,44 +49,4 @@ export async function startTestAuth(
   };
 }
 
-export function bearer(token: string): Metadata {
-  const m = new Metadata();
-  m.set("authorization", `Bearer ${token}`);
-  return m;
-}
-
-// The last overload of a ts-proto client method, the one TypeScript infers from.
-type Unary<Req, Res> = (
-  req: Req,
-  metadata: Metadata,
-  options: Partial<CallOptions>,
-  cb: (err: ServiceError | null, res: Res) => void,
-) => unknown;
-
-/** Promisified unary call with optional bearer token and a 10 s deadline. */
-export function call<Req, Res>(
-  method: Unary<Req, Res>,
-  client: object,
-  req: Req,
-  token?: string,
-): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    method.call(
-      client,
-      req,
-      token ? bearer(token) : new Metadata(),
-      { deadline: Date.now() + 10_000 },
-      (err, res) => (err ? reject(err) : resolve(res)),
-    );
-  });
-}
-
-/** The gRPC status code of a failed call (or undefined if it succeeded). */
-export async function codeOf(p: Promise<unknown>): Promise<number | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    return (e as ServiceError).code;
-  }
-}
+export { bearer, call, codeOf } from "@spool/testing";

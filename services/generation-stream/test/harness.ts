@@ -1,4 +1,4 @@
-import { type CallOptions, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { credentials } from "@grpc/grpc-js";
 import { GenerationServiceClient } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Isolated } from "@spool/testing";
 import { call as authCall, authEnv, startTestAuth, type TestAuth } from "../../auth/test/harness.js";
@@ -57,32 +57,4 @@ function pick(env: Record<string, string>, keys: string[]): Record<string, strin
   return Object.fromEntries(keys.flatMap((k) => (env[k] ? [[k, env[k]]] : [])));
 }
 
-export function bearer(token: string): Metadata {
-  const m = new Metadata();
-  m.set("authorization", `Bearer ${token}`);
-  return m;
-}
-
-type Unary<Req, Res> = (
-  req: Req,
-  metadata: Metadata,
-  options: Partial<CallOptions>,
-  cb: (err: ServiceError | null, res: Res) => void,
-) => unknown;
-
-export function call<Req, Res>(
-  method: Unary<Req, Res>,
-  client: object,
-  req: Req,
-  token?: string,
-): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    method.call(
-      client,
-      req,
-      token ? bearer(token) : new Metadata(),
-      { deadline: Date.now() + 15_000 },
-      (err, res) => (err ? reject(err) : resolve(res)),
-    );
-  });
-}
+export { bearer, call } from "@spool/testing";

@@ -6,7 +6,7 @@ import {
   type ProduceGenerationRequest,
   type ProduceGenerationResponse,
 } from "@spool/proto/spool/generation/v1/generation.js";
-import { useInfra } from "@spool/testing";
+import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
 
@@ -123,7 +123,9 @@ describe("external producers", () => {
     const id = await startExternal("ext-3");
     const first = (await claim(id)).lease!;
     // No renewal: the sweeper re-queues it once the lease runs out, and a new producer takes over.
-    const second = await eventually(async () => (await claim(id).catch(() => undefined))?.lease, 10_000);
+    const second = await eventually(async () => (await claim(id).catch(() => undefined))?.lease, {
+      timeoutMs: 10_000,
+    });
     expect(second.epoch).toBe(2n);
     const stale = produce();
     stale.send({ item: { $case: "lease", value: first } });
@@ -146,7 +148,7 @@ describe("external producers", () => {
     const p = produce();
     p.send({ item: { $case: "lease", value: lease! } });
     p.send({ item: { $case: "delta", value: { text: "partial" } } });
-    await eventually(async () => p.responses.length >= 1, 5_000);
+    await eventually(async () => p.responses.length >= 1, { timeoutMs: 5_000 });
     // The producer goes silent (dies): no renewal, no end.
     const events = await followAll(id);
     const last = events.at(-1);
@@ -162,22 +164,12 @@ describe("external producers", () => {
     const p = produce();
     p.send({ item: { $case: "lease", value: lease! } });
     p.send({ item: { $case: "delta", value: { text: "working" } } });
-    await eventually(async () => p.responses.length >= 1, 5_000);
+    await eventually(async () => p.responses.length >= 1, { timeoutMs: 5_000 });
     await call(stack.client.cancelGeneration, stack.client, { generationId: id }, userToken);
-    await eventually(async () => p.responses.some((r) => r.item?.$case === "cancel"), 5_000);
+    await eventually(async () => p.responses.some((r) => r.item?.$case === "cancel"), { timeoutMs: 5_000 });
     p.end();
     expect((await p.done).code).toBe(status.OK);
     const events = await followAll(id);
     expect(events.at(-1)?.event?.$case).toBe("cancelled");
   });
 });
-
-async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs: number): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() > until) throw new Error("condition not reached");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
