@@ -135,4 +135,6 @@ export const baseConfigShape = {
     .max(64 * 1024 * 1024)
     .default(4 * 1024 * 1024),
   DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
+  /** Longest a unary RPC may run, whatever the client's deadline. */
+  GRPC_MAX_UNARY_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
 };

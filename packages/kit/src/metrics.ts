@@ -3,7 +3,8 @@
 // on its own port, away from the gRPC listener.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
+import type { ProjectorMetrics } from "./projector/types.js";
 
 export { Registry } from "prom-client";
 
@@ -83,4 +84,34 @@ function close(server: Server): Promise<void> {
     // Prometheus keeps connections alive between scrapes; they must not hold shutdown.
     server.closeAllConnections();
   });
+}
+
+/**
+ * Prometheus metrics for every projector of a process: events applied,
+ * dead letters, and lag (stream head minus checkpoint), by projection.
+ */
+export function projectorMetrics(registry: Registry): ProjectorMetrics {
+  const applied = new Counter({
+    name: "spool_projection_events_applied_total",
+    help: "Events applied by a projection (rebuild: into the tables being rebuilt).",
+    labelNames: ["projection", "rebuild"],
+    registers: [registry],
+  });
+  const lag = new Gauge({
+    name: "spool_projection_lag",
+    help: "Stream head sequence minus the projection's checkpoint.",
+    labelNames: ["projection"],
+    registers: [registry],
+  });
+  const deadLettered = new Counter({
+    name: "spool_projection_dead_letters_total",
+    help: "Events a projection gave up on and dead-lettered.",
+    labelNames: ["projection"],
+    registers: [registry],
+  });
+  return {
+    applied: (projection, events, rebuild) => applied.inc({ projection, rebuild: String(rebuild) }, events),
+    lag: (projection, value) => lag.set({ projection }, value),
+    deadLettered: (projection) => deadLettered.inc({ projection }),
+  };
 }

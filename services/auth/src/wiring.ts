@@ -15,6 +15,7 @@ import {
   Namespace,
   openJwksBucket,
   Projector,
+  projectorMetrics,
   RevocationSet,
   requireAdmin,
   SecretBox,
@@ -91,7 +92,7 @@ export async function startAuth(config: AuthConfig): Promise<RunningAuth> {
 
   const deadLetters = new DeadLetterStore(sql);
   await deadLetters.migrate();
-  const tuning = { store, sql, deadLetters, logger };
+  const tuning = { store, sql, deadLetters, logger, metrics: projectorMetrics(metrics) };
   const sessionsProjector = new Projector(sessionsProjection, tuning);
   const auditProjector = new Projector(auditProjection, tuning);
 

@@ -17,6 +17,7 @@ import {
   openJwksBucket,
   Projector,
   postgresCheck,
+  projectorMetrics,
   RevocationSet,
   redisCheck,
   requireAdmin,
@@ -154,7 +155,13 @@ export async function startGenerationStream(
   });
   const deadLetters = new DeadLetterStore(sql);
   await deadLetters.migrate();
-  const projector = new Projector(generationsProjection, { store, sql, deadLetters, logger });
+  const projector = new Projector(generationsProjection, {
+    store,
+    sql,
+    deadLetters,
+    logger,
+    metrics: projectorMetrics(metrics),
+  });
   const readModel = new GenerationsReadModel(sql);
   const releaser = slotReleaser({ store, limits, deadLetters, logger });
   const sweeper = new LeaseSweeper({

@@ -55,17 +55,22 @@ export interface GrpcConfig {
   GRPC_MAX_RECEIVE_BYTES: number;
   GRPC_MAX_SEND_BYTES: number;
   SHUTDOWN_GRACE_MS: number;
+  GRPC_MAX_UNARY_MS?: number;
 }
 
 export function grpcOptionsFromConfig(
   config: GrpcConfig,
-): Pick<GrpcAppOptions, "host" | "port" | "maxReceiveBytes" | "maxSendBytes" | "shutdownGraceMs"> {
+): Pick<
+  GrpcAppOptions,
+  "host" | "port" | "maxReceiveBytes" | "maxSendBytes" | "shutdownGraceMs" | "maxUnaryMs"
+> {
   return {
     host: config.GRPC_HOST,
     port: config.GRPC_PORT,
     maxReceiveBytes: config.GRPC_MAX_RECEIVE_BYTES,
     maxSendBytes: config.GRPC_MAX_SEND_BYTES,
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
+    ...(config.GRPC_MAX_UNARY_MS !== undefined ? { maxUnaryMs: config.GRPC_MAX_UNARY_MS } : {}),
   };
 }
 
