@@ -37,7 +37,13 @@ import { GenerationWorker } from "./app/worker.js";
 import type { GenConfig } from "./config.js";
 import { GEN_STREAM, OutputEvent, outputStream, Subjects } from "./domain/events.js";
 import { FollowHub } from "./follow/index.js";
-import { generationPolicies, generationService } from "./grpc/generation-service.js";
+import {
+  encodeFollowEvent,
+  followDefinition,
+  generationPolicies,
+  generationService,
+  type SharedEvent,
+} from "./grpc/generation-service.js";
 import { claimHandler, produceHandler } from "./grpc/produce.js";
 import { UserLimits } from "./limits/user-limits.js";
 import { GenerationsReadModel, generationsProjection } from "./projections/generations.js";
@@ -48,7 +54,7 @@ export interface RunningGeneration {
   port: number;
   logger: Logger;
   worker: GenerationWorker;
-  hub: FollowHub<GenerationEvent>;
+  hub: FollowHub<SharedEvent>;
   sweeper: LeaseSweeper;
 }
 
@@ -142,13 +148,17 @@ export async function startGenerationStream(
     coalesceMaxChars: config.COALESCE_MAX_CHARS,
     replica: `${hostname()}-${process.pid}`,
   });
-  const hub = new FollowHub<GenerationEvent>({
+  const hub = new FollowHub<SharedEvent>({
     store,
     stream: "GEN_OUTPUT",
     subjectOf: Subjects.output,
     decode: (msg) => {
       const e = OutputEvent.decode(msg.data);
-      return { sequence: Number(e.sequence), terminal: isTerminal(e.event), payload: e };
+      return {
+        sequence: Number(e.sequence),
+        terminal: isTerminal(e.event),
+        payload: { event: e, wire: encodeFollowEvent(e) },
+      };
     },
     logger,
     heartbeatMs: config.HEARTBEAT_MS,
@@ -206,10 +216,10 @@ export async function startGenerationStream(
     follow: hub,
     claim: claimHandler(produceDeps),
   });
-  const { produceGeneration: _bidi, ...asyncMethods } = GenerationServiceService;
+  const { produceGeneration: _bidi, ...asyncMethods } = followDefinition;
   const { produceGeneration: _bidiPolicy, ...asyncPolicies } = generationPolicies;
   app.addMixedService(
-    GenerationServiceService,
+    followDefinition,
     guarded(asyncMethods, service, { verifier, policies: asyncPolicies }),
     {
       // Bidirectional: authenticates and authorizes itself (see produce.ts).

@@ -1,14 +1,14 @@
 import { type AsyncService, InvalidArgumentError, principalOf, type ServicePolicies } from "@spool/kit";
-import type {
+import {
   FollowGenerationResponse,
-  GenerationEvent,
+  type GenerationEvent,
   GenerationServiceService,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Generations } from "../app/generations.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
 
-type Definition = typeof GenerationServiceService;
+type Definition = typeof followDefinition;
 
 /** Producers' scope: claim and produce. */
 export const PRODUCE_SCOPE = "gen:produce";
@@ -23,9 +23,36 @@ export const generationPolicies: ServicePolicies<Definition> = {
   produceGeneration: { kind: "service", scopes: [PRODUCE_SCOPE] },
 };
 
-export type FollowItem =
-  | { kind: "event"; sequence: number; payload: GenerationEvent }
-  | { kind: "heartbeat" };
+/**
+ * An output event as the hub shares it: decoded once (sequence, terminal) and
+ * encoded once as a FollowGenerationResponse, so each of a generation's
+ * followers costs a buffer write, not a protobuf encoding.
+ */
+export interface SharedEvent {
+  event: GenerationEvent;
+  wire: Buffer;
+}
+
+export type FollowItem = { kind: "event"; sequence: number; payload: SharedEvent } | { kind: "heartbeat" };
+
+/** A FollowGenerationResponse already encoded (see followDefinition). */
+export interface PreEncoded {
+  preEncoded: Buffer;
+}
+
+export function encodeFollowEvent(event: GenerationEvent): Buffer {
+  return Buffer.from(FollowGenerationResponse.encode({ item: { $case: "event", value: event } }).finish());
+}
+
+/** The service definition with a FollowGeneration serializer that passes pre-encoded responses through. */
+export const followDefinition = {
+  ...GenerationServiceService,
+  followGeneration: {
+    ...GenerationServiceService.followGeneration,
+    responseSerialize: (value: FollowGenerationResponse | PreEncoded): Buffer =>
+      "preEncoded" in value ? value.preEncoded : Buffer.from(FollowGenerationResponse.encode(value).finish()),
+  },
+} as const;
 
 /** The follow fan-out (follow/hub.ts) as the service uses it. */
 export interface FollowSource {
@@ -60,11 +87,11 @@ export function generationService(
       // Existence and access first: another organisation's generation is NOT_FOUND.
       await d.generations.visible(principalOf(ctx), req.generationId);
       for await (const item of d.follow.follow(req.generationId, Number(req.afterSequence), ctx.signal)) {
-        const message: FollowGenerationResponse =
+        await ctx.send(
           item.kind === "event"
-            ? { item: { $case: "event", value: item.payload } }
-            : { item: { $case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } };
-        await ctx.send(message);
+            ? { preEncoded: item.payload.wire }
+            : { item: { $case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } },
+        );
       }
     },
 
