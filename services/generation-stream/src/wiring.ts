@@ -24,10 +24,6 @@ import {
   startMetricsServer,
   TokenVerifier,
 } from "@spool/kit";
-import {
-  type GenerationEvent,
-  GenerationServiceService,
-} from "@spool/proto/spool/generation/v1/generation.js";
 import { Redis } from "ioredis";
 import { Generations } from "./app/generations.js";
 import { isTerminal, OutputLog } from "./app/output-log.js";

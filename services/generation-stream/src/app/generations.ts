@@ -182,33 +182,52 @@ export class Generations {
     return g;
   }
 
-  /** Idempotent. A queued generation ends at once; a running one's producer is told to stop. */
+  /**
+   * Idempotent. A queued generation ends at once (its terminal event is
+   * written here, after the output it has); a running one's producer is told
+   * to stop. Only the queued case reads the output subject, so a cancel costs
+   * the same whatever a running generation has produced.
+   */
   async cancel(caller: Principal, generationId: string): Promise<Existing> {
     await this.visible(caller, generationId);
-    const at = await this.#output.position(generationId);
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.generation(generationId),
-      reducer: generationReducer,
-      actor: caller.subject,
-      decide: (state) => decideCancel(state, caller.subject, at.sequence + 1),
-    });
-    const g = result.state;
-    if (g.kind === "finished" && result.events.length > 0) {
-      // Cancelled before any producer took it: the terminal event is ours to write.
-      await this.#output
-        .append(
-          generationId,
-          at,
-          { $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } },
-          `terminal:${generationId}`,
-        )
-        .catch((e: unknown) => {
-          if (!(e instanceof ConcurrencyError)) throw e;
+    const subject = Subjects.generation(generationId);
+    for (;;) {
+      const { state } = await this.#store.load(subject, generationReducer);
+      const at = state.kind === "queued" ? await this.#output.position(generationId) : undefined;
+      let result: { state: Generation; events: readonly unknown[] };
+      try {
+        result = await handleCommand(this.#store, {
+          subject,
+          reducer: generationReducer,
+          actor: caller.subject,
+          maxAttempts: 1,
+          decide: (current) => {
+            // Re-queued since we looked: read the output position, then decide again.
+            if (current.kind === "queued" && !at) throw new ConcurrencyError(subject, -1);
+            return decideCancel(current, caller.subject, (at?.sequence ?? 0) + 1);
+          },
         });
-      await this.#limits.release(g.request.ownerId, generationId);
+      } catch (e) {
+        if (e instanceof ConcurrencyError) continue;
+        throw e;
+      }
+      const g = result.state;
+      if (g.kind === "none") throw new NotFoundError("generation not found");
+      if (g.kind === "finished" && result.events.length > 0 && at) {
+        await this.#output
+          .append(
+            generationId,
+            at,
+            { $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } },
+            `terminal:${generationId}`,
+          )
+          .catch((e: unknown) => {
+            if (!(e instanceof ConcurrencyError)) throw e;
+          });
+        await this.#limits.release(g.request.ownerId, generationId);
+      }
+      return g;
     }
-    if (g.kind === "none") throw new NotFoundError("generation not found");
-    return g;
   }
 }
 

@@ -1,0 +1,640 @@
+// generation-stream benchmark, one run on one machine:
+//   1. Spool: G generations × F followers with the built-in model, followers
+//      (gRPC FollowGeneration) in a process of their own; 100 × 10 at 20 and
+//      50 tokens/s (the goal point), then higher token rates until
+//      deliveries/s stops growing. Deliveries/s and producer-append → follower-receipt
+//      delay p50/p99/max; every stream checked event by event.
+//   2. The peer, interleaved step by step at the same offered load:
+//      resumable-stream 2.2.13 behind an HTTP server-sent-events endpoint in a
+//      Node process of its own (peer-server.ts), on the same Redis, followers
+//      as HTTP clients in another process (peer-followers.ts).
+//   3. Cancel latency: N long generations, each followed; Cancel returning →
+//      the follower receiving the terminal `cancelled` event.
+//   4. The raw limits: a bare ordered consumer reading the GEN_OUTPUT messages
+//      the service wrote, and — beside each Spool step — the JetStream leg of
+//      the delay alone (an ordered consumer on every output subject, here).
+// Auth runs in this process; generation-stream is a child process (its
+// main.ts), restarted per token rate (the built-in model's rate is process
+// configuration). Everything runs on an isolated slice (stream prefix,
+// database, Redis prefix) removed at the end.
+//
+//   node --conditions=@spool/source --import tsx bench/gen/run.ts
+//
+// Settings (environment): SPOOL_BENCH_GEN_GENERATIONS, _FOLLOWERS, _RATES,
+// _GOAL_RATE, _DURATION_S, _SPREAD_MS, _WARMUP_MS, _WINDOW_MS, _CONNECTIONS,
+// _COALESCE_MS, _GROWTH, _CANCELS, _CANCEL_SPACING_MS, _RAW_MESSAGES,
+// _RAW_ROUNDS, _QUIET_WAIT_MS, _NOISY_CPUS, _SKIP_PEER, _PROFILE_DIR; server
+// URLs from SPOOL_TEST_{NATS,DATABASE,REDIS}_URL, loopback defaults otherwise.
+// Writes bench/results/gen-<timestamp>.json. Exits 1 only when a Spool
+// delivery was lost or duplicated; a missed goal is reported, not failed.
+import { mkdir, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import { type Child, type InfraUrls, isolate, runTs, urlsFromEnv } from "@spool/testing";
+import { startTestAuth, type TestAuth } from "../../services/auth/test/harness.js";
+import { authCall, genEnv } from "../../services/generation-stream/test/harness.js";
+import { waitForQuiet } from "../lib/cpu.js";
+import { describeMachine, gitCommit, type Machine } from "../lib/infra.js";
+import { delaysWithin, observeOutput, type RawConsume, rawConsume } from "./raw.js";
+import {
+  type CancelPlan,
+  type CancelResult,
+  PEER_READY_PREFIX,
+  PEER_STATS_PREFIX,
+  type PeerStats,
+  PLAN_ENV,
+  type Plan,
+  RESULT_PREFIX,
+  type Result,
+  type Summary,
+  sleep,
+  type ThroughputPlan,
+  type ThroughputResult,
+} from "./shared.js";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const FOLLOWERS = path.join(here, "followers.ts");
+const PEER_SERVER = path.join(here, "peer-server.ts");
+const PEER_FOLLOWERS = path.join(here, "peer-followers.ts");
+const GEN_MAIN = path.join(here, "../../services/generation-stream/src/main.ts");
+const ADMIN = { email: "admin@spool.test", password: "correct horse battery staple 42" };
+
+/** The goals from the issue. */
+const GOALS = {
+  /** p99 producer append → follower receipt at 100 × 10 × 50/s. */
+  maxDelayP99Ms: 25,
+  /** Cancel returning → terminal event at the follower, p99. */
+  maxCancelP99Ms: 500,
+} as const;
+
+function log(message: string): void {
+  process.stderr.write(`[bench:gen] ${message}\n`);
+}
+
+function int(name: string, fallback: number, min: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw.replaceAll("_", ""));
+  if (!Number.isSafeInteger(n) || n < min)
+    throw new Error(`${name} must be an integer >= ${min}, got ${raw}`);
+  return n;
+}
+
+function settings() {
+  const rates = (process.env.SPOOL_BENCH_GEN_RATES ?? "20,50,100,200,400")
+    .split(",")
+    .map((s) => Number(s.trim()));
+  if (rates.length === 0 || rates.some((r) => !Number.isSafeInteger(r) || r < 1)) {
+    throw new Error("SPOOL_BENCH_GEN_RATES must be a comma-separated list of positive integers");
+  }
+  const goalRate = int("SPOOL_BENCH_GEN_GOAL_RATE", 50, 1);
+  if (!rates.includes(goalRate))
+    throw new Error(`SPOOL_BENCH_GEN_RATES must include the goal rate ${goalRate}`);
+  const growth = Number(process.env.SPOOL_BENCH_GEN_GROWTH ?? "1.1");
+  if (!(growth > 1)) throw new Error("SPOOL_BENCH_GEN_GROWTH must be > 1");
+  return {
+    generations: int("SPOOL_BENCH_GEN_GENERATIONS", 100, 1),
+    followers: int("SPOOL_BENCH_GEN_FOLLOWERS", 10, 1),
+    /** Tokens per second per generation, one step each, ascending until saturation. */
+    rates,
+    /** The goal point's rate (p99 < 25 ms at G × F × this); cancel latency is measured on its service. */
+    goalRate,
+    /** Each generation lasts this long (length = rate × duration). */
+    durationS: int("SPOOL_BENCH_GEN_DURATION_S", 18, 5),
+    spreadMs: int("SPOOL_BENCH_GEN_SPREAD_MS", 1_000, 0),
+    warmupMs: int("SPOOL_BENCH_GEN_WARMUP_MS", 3_000, 0),
+    windowMs: int("SPOOL_BENCH_GEN_WINDOW_MS", 8_000, 1_000),
+    connections: int("SPOOL_BENCH_GEN_CONNECTIONS", 4, 1),
+    /** SPOOL_COALESCE_WINDOW_MS of the service: 0, so each token is one event while appends keep up. */
+    coalesceMs: int("SPOOL_BENCH_GEN_COALESCE_MS", 0, 0),
+    /** A step whose deliveries/s is below growth × the previous step's counts as saturated. */
+    growth,
+    cancels: int("SPOOL_BENCH_GEN_CANCELS", 50, 1),
+    cancelSpacingMs: int("SPOOL_BENCH_GEN_CANCEL_SPACING_MS", 40, 0),
+    rawMessages: int("SPOOL_BENCH_GEN_RAW_MESSAGES", 200_000, 1_000),
+    rawRounds: int("SPOOL_BENCH_GEN_RAW_ROUNDS", 3, 1),
+    quietWaitMs: int("SPOOL_BENCH_GEN_QUIET_WAIT_MS", 5_000, 0),
+    skipPeer: process.env.SPOOL_BENCH_GEN_SKIP_PEER === "1",
+    /** A step during which other jobs kept more CPUs than this busy is run again (once). */
+    noisyCpus: Number(process.env.SPOOL_BENCH_GEN_NOISY_CPUS ?? "0.3"),
+    /** Set: the service and the peer server write V8 CPU profiles (--cpu-prof) here. */
+    profileDir: process.env.SPOOL_BENCH_GEN_PROFILE_DIR ?? "",
+  };
+}
+type Settings = ReturnType<typeof settings>;
+
+function infraUrls(): InfraUrls {
+  const given = urlsFromEnv();
+  return {
+    natsUrl: given.natsUrl ?? "nats://127.0.0.1:4222",
+    databaseUrl: given.databaseUrl ?? "postgres://postgres@127.0.0.1:5432/postgres",
+    redisUrl: given.redisUrl ?? "redis://127.0.0.1:6379",
+  };
+}
+
+async function runPlan<R extends Result>(file: string, plan: Plan): Promise<R> {
+  const child = runTs(file, { env: { [PLAN_ENV]: JSON.stringify(plan) } });
+  const code = await child.exited;
+  const line = new RegExp(`${RESULT_PREFIX} ([^\\n]*)`).exec(child.output());
+  if (code !== 0 || !line?.[1]) {
+    throw new Error(`${path.basename(file)} exited with ${code}:\n${child.output().slice(-4000)}`);
+  }
+  return JSON.parse(line[1]) as R;
+}
+
+async function stopChild(child: Child | undefined): Promise<void> {
+  if (!child || child.proc.exitCode !== null || child.proc.signalCode !== null) return;
+  child.kill("SIGTERM");
+  const r = await Promise.race([child.exited, sleep(15_000).then(() => "timeout" as const)]);
+  if (r === "timeout") {
+    child.kill("SIGKILL");
+    await child.exited;
+  }
+}
+
+/** The generation-stream service as a child process, its built-in model at `rate` tokens/s. */
+async function startService(
+  env: Record<string, string>,
+  rate: number,
+  s: Settings,
+): Promise<{ child: Child; port: number }> {
+  const child = runTs(GEN_MAIN, {
+    env: {
+      ...env,
+      SPOOL_LOG_LEVEL: "info",
+      SPOOL_BUILTIN_TOKENS_PER_SECOND: String(rate),
+      // Long enough that a generation without maxTokens (the cancel scenario) runs until cancelled.
+      SPOOL_BUILTIN_LENGTH: "1000000",
+      SPOOL_COALESCE_WINDOW_MS: String(s.coalesceMs),
+      SPOOL_WORKER_CONCURRENCY: String(Math.max(s.generations, s.cancels) + 16),
+      ...profileEnv(s),
+    },
+  });
+  const line = await child.waitFor(/"port":\d+[^\n]*grpc server listening/, 90_000);
+  return { child, port: Number(/"port":(\d+)/.exec(line)?.[1]) };
+}
+
+/**
+ * Runs one step; when other jobs kept more than s.noisyCpus busy during the
+ * window, runs it once more and keeps the quieter of the two.
+ */
+async function measureStep(
+  file: string,
+  plan: ThroughputPlan,
+  s: Settings,
+  observe?: () => Promise<() => Promise<Float64Array>>,
+): Promise<{
+  result: ThroughputResult;
+  otherLoadBefore: number | undefined;
+  discarded: ThroughputResult[];
+  jetstreamLegMs: Summary | undefined;
+}> {
+  const attempts: {
+    result: ThroughputResult;
+    otherLoadBefore: number | undefined;
+    jetstreamLegMs: Summary | undefined;
+  }[] = [];
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const otherLoadBefore = await waitForQuiet(s.quietWaitMs);
+    const label = attempt === 0 ? plan.label : `${plan.label}r${attempt}`;
+    const stopObserving = await observe?.();
+    const result = await runPlan<ThroughputResult>(file, { ...plan, label });
+    const observed = await stopObserving?.();
+    const jetstreamLegMs = observed
+      ? delaysWithin(observed, result.window.startMs, result.window.endMs).summary()
+      : undefined;
+    attempts.push({ result, otherLoadBefore, jetstreamLegMs });
+    const other = result.cpu?.other ?? 0;
+    if (other <= s.noisyCpus) break;
+    if (attempt === 0) log(`  (other jobs kept ${other} CPUs busy during the window: measuring again)`);
+  }
+  const other = (a: { result: ThroughputResult }) => a.result.cpu?.other ?? 0;
+  const kept = attempts.reduce((b, a) => (other(a) < other(b) ? a : b));
+  return { ...kept, discarded: attempts.filter((a) => a !== kept).map((a) => a.result) };
+}
+
+function profileEnv(s: Settings): Record<string, string> {
+  return s.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${s.profileDir}` } : {};
+}
+
+async function peerStats(peer: Child): Promise<PeerStats> {
+  const count = () => peer.output().split(PEER_STATS_PREFIX).length - 1;
+  const before = count();
+  peer.proc.kill("SIGUSR2");
+  const until = Date.now() + 10_000;
+  while (count() === before && Date.now() < until) await sleep(20);
+  const lines = peer
+    .output()
+    .split("\n")
+    .filter((l) => l.startsWith(PEER_STATS_PREFIX));
+  return JSON.parse(lines.at(-1)?.slice(PEER_STATS_PREFIX.length + 1) ?? "{}") as PeerStats;
+}
+
+interface Step {
+  side: "spool" | "peer";
+  tokensPerSecond: number;
+  tokens: number;
+  /** CPUs busy outside this process just before the step (after waiting for quiet). */
+  otherLoadBefore: number | undefined;
+  result: ThroughputResult;
+  /**
+   * Spool: the JetStream leg alone over the same window — producer append → receipt by an
+   * ordered consumer on every output subject in the orchestrator process.
+   */
+  jetstreamLegMs?: Summary | undefined;
+  /** Attempts run again because other jobs kept the machine busy during their window. */
+  discarded: ThroughputResult[];
+  /** The peer server's counters over the step. */
+  peer?: { before: PeerStats; after: PeerStats };
+  /** Deliveries/s below growth × the previous step's. */
+  saturated: boolean;
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
+/** Milliseconds; "—" for no value (NaN, or null once a NaN went through JSON). */
+const ms = (n: number | null) =>
+  n === null || Number.isNaN(n) ? "—" : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
+const delays = (d: Summary) => `p50 ${ms(d.p50)} / p99 ${ms(d.p99)} / max ${ms(d.max)} ms`;
+const completeText = (r: ThroughputResult) =>
+  `${fmt(r.check.complete)}/${fmt(r.check.streams)} streams complete, ${fmt(r.check.delivered)}/${fmt(r.check.expected)} events`;
+const everyDelivery = (r: ThroughputResult) =>
+  r.check.complete === r.check.streams && r.check.delivered === r.check.expected;
+
+function stepLine(st: Step): string {
+  const r = st.result;
+  const c = r.cpu;
+  return (
+    `${st.side.padEnd(5)} ${String(st.tokensPerSecond).padStart(4)} tok/s: ` +
+    `${fmt(r.window.rate).padStart(7)} deliveries/s of ${fmt(r.offeredPerSecond)} offered ` +
+    `(${fmt(r.window.tokenRate)} tokens/s; ${r.window.seconds.toFixed(1)} s window${r.window.steady ? "" : ", NOT steady"}), ` +
+    `${delays(r.delayMs)}` +
+    (st.jetstreamLegMs ? ` (JetStream leg alone ${delays(st.jetstreamLegMs)})` : "") +
+    `; ${completeText(r)}` +
+    (r.check.errorSamples.length > 0 ? ` (${r.check.errorSamples[0]})` : "") +
+    ` (expected: last sequence from the server for ${r.lastSequencesFromServer} generations)` +
+    `; setup ${(r.setupMs / 1000).toFixed(1)} s, ${r.seconds.toFixed(0)} s in all` +
+    (c
+      ? `; cpu followers ${c.followers} server ${c.server} run.ts ${c.orchestrator} nats ${c.natsServer} ` +
+        `redis ${c.redis} pg ${c.postgres} other ${c.other}`
+      : "")
+  );
+}
+
+interface Row {
+  figure: string;
+  value: string;
+  beside: string;
+  goal: string;
+  result: "PASS" | "FAIL" | "—";
+}
+
+function renderTable(rows: Row[]): string {
+  return [
+    "| figure | value | raw / peer beside | goal | result |",
+    "| --- | --- | --- | --- | --- |",
+    ...rows.map((r) => `| ${r.figure} | ${r.value} | ${r.beside} | ${r.goal} | ${r.result} |`),
+  ].join("\n");
+}
+
+async function main(): Promise<number> {
+  const s = settings();
+  const urls = infraUrls();
+  const startedAt = new Date().toISOString();
+  const t0 = performance.now();
+  const nc = await connect({ servers: urls.natsUrl, name: "spool-bench-gen" });
+  let machine: Machine;
+  try {
+    machine = await describeMachine(nc, urls.databaseUrl);
+  } catch (e) {
+    await nc.close();
+    throw e;
+  }
+  log(
+    `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
+      `nats-server ${machine.natsServer}, PostgreSQL ${machine.postgres}`,
+  );
+
+  const slice = await isolate(urls, "benchgen");
+  let auth: TestAuth | undefined;
+  let service: Child | undefined;
+  let peer: Child | undefined;
+  let peerPort: number | undefined;
+  const steps: Step[] = [];
+  let cancel: CancelResult | undefined;
+  let raw: RawConsume | undefined;
+  try {
+    log(`slice ${slice.id}: auth in this process`);
+    auth = await startTestAuth(slice);
+    const a = auth.client;
+    const login = async () => (await authCall(a.login, a, ADMIN)).tokens?.accessToken ?? "";
+    const env = {
+      ...genEnv(slice, {
+        // The service's own defaults, not the integration tests' short ones.
+        SPOOL_LEASE_MS: "15000",
+        SPOOL_SWEEP_INTERVAL_MS: "2000",
+        SPOOL_HEARTBEAT_MS: "10000",
+        // One user drives the whole run: its limits raised to the most the config accepts.
+        SPOOL_LIMIT_MAX_ACTIVE: "1000",
+        SPOOL_LIMIT_STARTS_PER_WINDOW: "100000",
+      }),
+      SPOOL_MASTER_KEYS: auth.env.SPOOL_MASTER_KEYS ?? "",
+      SPOOL_TOKEN_SECRET: auth.env.SPOOL_TOKEN_SECRET ?? "",
+    };
+    if (!s.skipPeer) {
+      peer = runTs(PEER_SERVER, {
+        env: {
+          REDIS_URL: slice.redisUrl,
+          SPOOL_BENCH_GEN_PEER_PREFIX: `${slice.redisPrefix}peer`,
+          ...profileEnv(s),
+        },
+      });
+      const ready = await peer.waitFor(new RegExp(`${PEER_READY_PREFIX} [^\\n]*`), 60_000);
+      peerPort = (JSON.parse(ready.slice(PEER_READY_PREFIX.length + 1)) as { port: number }).port;
+      log(`peer: resumable-stream SSE endpoint on port ${peerPort} (pid ${peer.proc.pid})`);
+    }
+
+    log(
+      `throughput: ${s.generations} generations × ${s.followers} followers, token rates ${s.rates.join(", ")}/s ` +
+        `(${s.durationS} s each), coalesce window ${s.coalesceMs} ms, ${s.connections} gRPC connections`,
+    );
+    const best = { spool: 0, peer: 0 };
+    const done = { spool: false, peer: s.skipPeer };
+    for (const [i, rate] of s.rates.entries()) {
+      if (done.spool && done.peer) break;
+      const tokens = rate * s.durationS;
+      const basePlan = {
+        kind: "throughput" as const,
+        generations: s.generations,
+        followers: s.followers,
+        tokensPerSecond: rate,
+        tokens,
+        connections: s.connections,
+        spreadMs: s.spreadMs,
+        warmupMs: s.warmupMs,
+        windowMs: s.windowMs,
+        endTimeoutMs: 180_000,
+        stallMs: 15_000,
+      };
+      if (!done.spool) {
+        const svc = await startService(env, rate, s);
+        service = svc.child;
+        try {
+          const plan: ThroughputPlan = {
+            ...basePlan,
+            target: `127.0.0.1:${svc.port}`,
+            token: await login(),
+            label: `s${i}`,
+            serverPid: service.proc.pid ?? 0,
+            orchestratorPid: process.pid,
+          };
+          const { result, otherLoadBefore, discarded, jetstreamLegMs } = await measureStep(
+            FOLLOWERS,
+            plan,
+            s,
+            () => observeOutput(nc, `${slice.id}_GEN_OUTPUT`, `${slice.id}.gen.output.>`),
+          );
+          const saturated = i > 0 && result.window.rate < s.growth * best.spool;
+          const st: Step = {
+            side: "spool",
+            tokensPerSecond: rate,
+            tokens,
+            otherLoadBefore,
+            result,
+            discarded,
+            jetstreamLegMs,
+            saturated,
+          };
+          steps.push(st);
+          log(stepLine(st));
+          best.spool = Math.max(best.spool, result.window.rate);
+          if (saturated && rate >= s.goalRate) done.spool = true;
+          if (rate === s.goalRate) {
+            // Cancel latency on the same service: generations at this rate that run until cancelled.
+            await waitForQuiet(s.quietWaitMs);
+            const cancelPlan: CancelPlan = {
+              kind: "cancel",
+              target: plan.target,
+              token: await login(),
+              label: "cancel",
+              count: s.cancels,
+              deltasBeforeCancel: 5,
+              spacingMs: s.cancelSpacingMs,
+              terminalTimeoutMs: 10_000,
+            };
+            cancel = await runPlan<CancelResult>(FOLLOWERS, cancelPlan);
+            log(
+              `cancel: ${cancel.count} generations, Cancel returned → terminal received ${delays(cancel.latencyMs)} ` +
+                `(Cancel sent → terminal ${delays(cancel.fromSendMs)}; terminal before Cancel returned ` +
+                `${cancel.terminalBeforeReturn}; not cancelled ${cancel.notCancelled}; timeouts ${cancel.timeouts})`,
+            );
+          }
+        } finally {
+          await stopChild(service);
+          service = undefined;
+        }
+      }
+      if (!done.peer && peer && peerPort !== undefined) {
+        const before = await peerStats(peer);
+        const plan: ThroughputPlan = {
+          ...basePlan,
+          target: `http://127.0.0.1:${peerPort}`,
+          token: "",
+          label: `p${i}`,
+          serverPid: peer.proc.pid ?? 0,
+          orchestratorPid: process.pid,
+        };
+        const { result, otherLoadBefore, discarded } = await measureStep(PEER_FOLLOWERS, plan, s);
+        const after = await peerStats(peer);
+        const saturated = i > 0 && result.window.rate < s.growth * best.peer;
+        const st: Step = {
+          side: "peer",
+          tokensPerSecond: rate,
+          tokens,
+          otherLoadBefore,
+          result,
+          discarded,
+          peer: { before, after },
+          saturated,
+        };
+        steps.push(st);
+        log(stepLine(st));
+        if (after.errors + after.unhandled > before.errors + before.unhandled) {
+          log(`  peer server errors: ${after.errorSamples.join(" | ")}`);
+        }
+        best.peer = Math.max(best.peer, result.window.rate);
+        if (saturated && rate >= s.goalRate) done.peer = true;
+      }
+    }
+
+    log(`raw: ordered consumer over ${slice.id}_GEN_OUTPUT, ${s.rawRounds} rounds`);
+    await waitForQuiet(s.quietWaitMs);
+    raw = await rawConsume(nc, `${slice.id}_GEN_OUTPUT`, s.rawMessages, s.rawRounds, 256);
+    log(
+      `  ${fmt(raw.rate)} messages/s (rounds ${raw.rounds.map(fmt).join(", ")}; ${fmt(raw.messages)} messages, ` +
+        `${raw.avgBytes.toFixed(0)} bytes each on average)`,
+    );
+  } finally {
+    await stopChild(service);
+    await stopChild(peer);
+    await auth?.stop().catch(() => {});
+    await nc.close().catch(() => {});
+    await slice.cleanup();
+  }
+
+  // ---- Report ----
+  const spool = steps.filter((x) => x.side === "spool");
+  const peers = steps.filter((x) => x.side === "peer");
+  const peerAt = (rate: number) => peers.find((p) => p.tokensPerSecond === rate);
+  const bestOf = (xs: Step[]) =>
+    xs.reduce<Step | undefined>(
+      (b, x) => (!b || x.result.window.rate > b.result.window.rate ? x : b),
+      undefined,
+    );
+  const spoolBest = bestOf(spool);
+  const peerBest = bestOf(peers);
+  const goalStep = spool.find((x) => x.tokensPerSecond === s.goalRate);
+  const rows: Row[] = [];
+  const rawText = raw
+    ? `raw consume ${fmt(raw.rate)} msg/s (ordered consumer, ${raw.avgBytes.toFixed(0)} B messages)`
+    : "—";
+  const measuredRates = [...new Set(steps.map((x) => x.tokensPerSecond))].sort((x, y) => x - y);
+  const rateText = (r: ThroughputResult) =>
+    `${fmt(r.window.rate)} deliveries/s (${fmt(r.window.tokenRate)} tokens/s)${r.window.steady ? "" : " (window not steady)"}`;
+  const arrivedText = (r: ThroughputResult) =>
+    everyDelivery(r) ? "all arrived" : `${fmt(r.check.delivered)}/${fmt(r.check.expected)} arrived`;
+  for (const rate of measuredRates) {
+    const st = spool.find((x) => x.tokensPerSecond === rate);
+    const p = peerAt(rate);
+    const isGoal = st !== undefined && st === goalStep;
+    const offered = s.generations * s.followers * rate;
+    const peerText = p
+      ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}`
+      : "peer —";
+    rows.push({
+      figure: `${s.generations} × ${s.followers} × ${rate} tokens/s (offered ${fmt(offered)} deliveries/s)`,
+      value: st
+        ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}`
+        : "Spool — (saturated earlier)",
+      beside: peerText + (isGoal ? `; ${rawText}` : ""),
+      goal: isGoal ? `p99 < ${GOALS.maxDelayP99Ms} ms; every delivery arrives` : "every delivery arrives",
+      result:
+        st === undefined
+          ? "—"
+          : (
+                isGoal
+                  ? st.result.delayMs.p99 < GOALS.maxDelayP99Ms && everyDelivery(st.result)
+                  : everyDelivery(st.result)
+              )
+            ? "PASS"
+            : "FAIL",
+    });
+  }
+  const spoolSaturated = spool.some((x) => x.saturated);
+  const peerSaturated = peers.some((x) => x.saturated);
+  const throughputPass =
+    spoolBest !== undefined &&
+    (peerBest === undefined || spoolBest.result.window.rate >= peerBest.result.window.rate);
+  rows.push({
+    figure: "Throughput at saturation (best step)",
+    value: spoolBest
+      ? `Spool ${rateText(spoolBest.result)} at ${spoolBest.tokensPerSecond} tokens/s${spoolSaturated ? "" : " (not saturated within the steps)"}`
+      : "—",
+    beside: peerBest
+      ? `peer ${rateText(peerBest.result)} at ${peerBest.tokensPerSecond} tokens/s${peerSaturated ? "" : " (not saturated)"}; ${rawText}`
+      : rawText,
+    goal: "≥ the peer's (deliveries/s)",
+    result: peerBest === undefined ? "—" : throughputPass ? "PASS" : "FAIL",
+  });
+  const allSpool = spool.every((x) => everyDelivery(x.result));
+  const allPeer = peers.every((x) => everyDelivery(x.result));
+  const sum = (xs: Step[], f: (r: ThroughputResult) => number) => xs.reduce((n, x) => n + f(x.result), 0);
+  rows.push({
+    figure: "Every delivery arrives (all steps)",
+    value: `Spool ${allSpool ? "yes" : "NO"}: ${fmt(sum(spool, (r) => r.check.delivered))}/${fmt(sum(spool, (r) => r.check.expected))} events, ${fmt(sum(spool, (r) => r.check.gaps))} gaps, ${fmt(sum(spool, (r) => r.check.duplicates))} duplicates`,
+    beside: peers.length
+      ? `peer ${allPeer ? "yes" : "NO"}: ${fmt(sum(peers, (r) => r.check.delivered))}/${fmt(sum(peers, (r) => r.check.expected))} events, ${fmt(sum(peers, (r) => r.check.streams - r.check.complete))} streams incomplete`
+      : "—",
+    goal: "count = expected",
+    result: allSpool ? "PASS" : "FAIL",
+  });
+  const cancelPass =
+    cancel !== undefined &&
+    cancel.latencyMs.p99 < GOALS.maxCancelP99Ms &&
+    cancel.timeouts === 0 &&
+    cancel.notCancelled === 0;
+  rows.push({
+    figure: `Cancel returned → follower has the terminal \`cancelled\` event (${cancel?.count ?? 0} generations at ${s.goalRate} tokens/s)`,
+    value: cancel
+      ? `${delays(cancel.latencyMs)}` +
+        (cancel.timeouts + cancel.notCancelled > 0
+          ? `; ${cancel.timeouts} timeouts, ${cancel.notCancelled} not cancelled`
+          : "")
+      : "—",
+    beside: cancel
+      ? `Cancel sent → terminal ${delays(cancel.fromSendMs)}; ${cancel.terminalBeforeReturn}/${cancel.count} terminal before Cancel returned`
+      : "—",
+    goal: `p99 < ${GOALS.maxCancelP99Ms} ms`,
+    result: cancelPass ? "PASS" : "FAIL",
+  });
+  const table = renderTable(rows);
+  process.stdout.write(`\n${table}\n\n`);
+
+  const notes: string[] = [];
+  if (goalStep && goalStep.result.delayMs.p99 >= GOALS.maxDelayP99Ms) {
+    notes.push(
+      `p99 delay at the goal point is ${ms(goalStep.result.delayMs.p99)} ms, above the ${GOALS.maxDelayP99Ms} ms goal.`,
+    );
+  }
+  for (const st of steps) {
+    if (!st.result.window.steady)
+      notes.push(
+        `${st.side} at ${st.tokensPerSecond} tokens/s: the window was not steady (cut short or streams ended inside it).`,
+      );
+    if ((st.otherLoadBefore ?? 0) > 0.3)
+      notes.push(
+        `${st.side} at ${st.tokensPerSecond} tokens/s started with ${st.otherLoadBefore?.toFixed(2)} CPUs busy elsewhere.`,
+      );
+  }
+  const report = {
+    startedAt,
+    seconds: (performance.now() - t0) / 1000,
+    commit: gitCommit(),
+    machine,
+    settings: { ...s, goals: GOALS },
+    raw,
+    steps,
+    cancel,
+    results: {
+      delayAtGoalPoint: goalStep
+        ? goalStep.result.delayMs.p99 < GOALS.maxDelayP99Ms
+          ? "PASS"
+          : "FAIL"
+        : "—",
+      throughputVsPeer: peerBest === undefined ? "—" : throughputPass ? "PASS" : "FAIL",
+      everyDelivery: allSpool ? "PASS" : "FAIL",
+      peerEveryDelivery: peers.length ? (allPeer ? "yes" : "no") : "—",
+      cancel: cancelPass ? "PASS" : "FAIL",
+    },
+    table: rows,
+    notes,
+  };
+  const dir = path.join(here, "..", "results");
+  await mkdir(dir, { recursive: true });
+  const file = path.join(dir, `gen-${startedAt.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`);
+  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+  log(`wrote ${path.relative(process.cwd(), file)} (${report.seconds.toFixed(0)} s)`);
+  for (const n of notes) log(`note: ${n}`);
+  // A missed goal is a finding, not a failed run; a lost or duplicated Spool delivery is.
+  return allSpool ? 0 : 1;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    log(`failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exitCode = 1;
+  },
+);
