@@ -22,6 +22,8 @@ export const genConfigShape = {
   SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
   /** Generations one replica's built-in workers run at once. */
   WORKER_CONCURRENCY: int(16, 1, 10_000),
+  /** At shutdown, how long running generations may take to finish (then their leases settle them). */
+  WORKER_DRAIN_MS: int(8_000, 0, 600_000),
   COALESCE_WINDOW_MS: int(20, 0, 1_000),
   COALESCE_MAX_CHARS: int(2_048, 1, 1_000_000),
   HEARTBEAT_MS: int(10_000, 100, 300_000),

@@ -143,6 +143,7 @@ export async function startGenerationStream(
     coalesceWindowMs: config.COALESCE_WINDOW_MS,
     coalesceMaxChars: config.COALESCE_MAX_CHARS,
     replica: `${hostname()}-${process.pid}`,
+    drainMs: config.WORKER_DRAIN_MS,
   });
   const hub = new FollowHub<SharedEvent>({
     store,

@@ -104,3 +104,76 @@ describe("a replica dies mid-generation", () => {
     expect(await followerReplica.child.exited).toBe(0);
   });
 });
+
+describe("a replica shutting down", () => {
+  it("ends its follow streams with UNAVAILABLE at once and exits 0; the follower resumes elsewhere with no gap", async () => {
+    auth ??= await startTestAuth(infra());
+    const a = auth.client;
+    const token = (
+      await authCall(a.login, a, { email: "admin@spool.test", password: "correct horse battery staple 42" })
+    ).tokens!.accessToken;
+    const env = genEnv(infra(), {
+      SPOOL_BUILTIN_TOKENS_PER_SECOND: "50",
+      SPOOL_BUILTIN_LENGTH: "200",
+      SPOOL_SHUTDOWN_GRACE_MS: "10000",
+      SPOOL_LIMIT_MAX_ACTIVE: "10",
+    });
+    const first = await replica(env);
+    const second = await replica(env);
+    const meta = new Metadata();
+    meta.set("authorization", `Bearer ${token}`);
+    const id = await new Promise<string>((resolve, reject) =>
+      second.client.startGeneration(
+        {
+          clientRequestId: "graceful",
+          model: "builtin",
+          messages: [{ role: "user", content: "go" }],
+          parameters: undefined,
+          toolIds: [],
+          fileIds: [],
+          conversationId: "",
+        },
+        meta,
+        (err, res) => (err ? reject(err) : resolve(res!.generation!.generationId)),
+      ),
+    );
+    const followOn = (client: GenerationServiceClient, after: number, onEvent?: (n: number) => void) => {
+      const events: GenerationEvent[] = [];
+      const done = new Promise<{ code: number }>((resolve) => {
+        const s = client.followGeneration({ generationId: id, afterSequence: BigInt(after) }, meta);
+        s.on("data", (r: FollowGenerationResponse) => {
+          if (r.item?.$case === "event") {
+            events.push(r.item.value);
+            onEvent?.(events.length);
+          }
+        });
+        s.on("end", () => resolve({ code: status.OK }));
+        s.on("error", (e: { code: number }) => resolve(e));
+      });
+      return { events, done };
+    };
+    let sawSome!: () => void;
+    const some = new Promise<void>((r) => {
+      sawSome = r;
+    });
+    const onFirst = followOn(first.client, 0, (n) => n >= 3 && sawSome());
+    await some;
+    const t0 = Date.now();
+    first.child.kill("SIGTERM");
+    const ended = await onFirst.done;
+    expect(ended.code).toBe(status.UNAVAILABLE);
+    expect(await first.child.exited).toBe(0);
+    // Well inside the 10 s grace: follows do not hold shutdown up.
+    expect(Date.now() - t0).toBeLessThan(8_000);
+    const last = Number(onFirst.events.at(-1)!.sequence);
+    const resumed = followOn(second.client, last);
+    expect((await resumed.done).code).toBe(status.OK);
+    const all = [...onFirst.events, ...resumed.events];
+    expect(all.map((e) => Number(e.sequence))).toEqual(all.map((_, i) => i + 1));
+    expect(all.at(-1)?.event?.$case).toBe("completed");
+    first.client.close();
+    second.client.close();
+    second.child.kill("SIGTERM");
+    expect(await second.child.exited).toBe(0);
+  });
+});

@@ -32,6 +32,8 @@ export interface WorkerOptions {
   coalesceMaxChars: number;
   /** Identifies this replica in leases. */
   replica: string;
+  /** At shutdown, how long running generations may take to finish before they are left to their leases. */
+  drainMs: number;
 }
 
 /**
@@ -46,6 +48,9 @@ export class GenerationWorker {
   readonly #running = new Map<string, AbortController>();
   #messages: ConsumerMessages | undefined;
   #loop: Promise<void> | undefined;
+  /** No new work is taken. */
+  #stopping = false;
+  /** What still runs is aborted and left to its lease. */
   #stopped = false;
 
   constructor(options: WorkerOptions) {
@@ -76,12 +81,12 @@ export class GenerationWorker {
     }
     const consumer = await store.js.consumers.get(stream, durable);
     this.#loop = (async () => {
-      while (!this.#stopped) {
+      while (!this.#stopping) {
         try {
           this.#messages = await consumer.consume({ max_messages: 64 });
           for await (const m of this.#messages) await this.#onMessage(m);
         } catch (e) {
-          if (this.#stopped) break;
+          if (this.#stopping) break;
           this.#o.logger.warn({ err: e }, "generation work feed interrupted; resuming");
           await new Promise((r) => setTimeout(r, 500));
         }
@@ -212,11 +217,18 @@ export class GenerationWorker {
     }
   }
 
-  /** Stops taking work and aborts what runs (their leases expire and the sweeper settles them elsewhere). */
+  /**
+   * Stops taking work, lets what runs finish for up to `drainMs`, then aborts
+   * the rest, leaving each to its lease: the sweeper re-queues it (no output
+   * yet) or fails it (output already followed).
+   */
   async stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopping = true;
     await this.#messages?.close();
     await this.#loop;
+    const deadline = Date.now() + this.#o.drainMs;
+    while (this.#running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.#stopped = true;
     for (const abort of this.#running.values()) abort.abort();
   }
 }

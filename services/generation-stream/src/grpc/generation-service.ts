@@ -1,10 +1,17 @@
-import { type AsyncService, InvalidArgumentError, principalOf, type ServicePolicies } from "@spool/kit";
+import {
+  type AsyncService,
+  InvalidArgumentError,
+  principalOf,
+  type ServicePolicies,
+  UnavailableError,
+} from "@spool/kit";
 import {
   FollowGenerationResponse,
   type GenerationEvent,
   GenerationServiceService,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Generations } from "../app/generations.js";
+import { isTerminal } from "../app/output-log.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
 
@@ -86,12 +93,20 @@ export function generationService(
     async followGeneration(req, ctx) {
       // Existence and access first: another organisation's generation is NOT_FOUND.
       await d.generations.visible(principalOf(ctx), req.generationId);
-      for await (const item of d.follow.follow(req.generationId, Number(req.afterSequence), ctx.signal)) {
+      // Shutdown ends follows at once (the grace period is for short calls); the client
+      // resumes on another replica from the last sequence it saw.
+      const signal = AbortSignal.any([ctx.signal, ctx.stopping]);
+      let finished = false;
+      for await (const item of d.follow.follow(req.generationId, Number(req.afterSequence), signal)) {
+        if (item.kind === "event" && isTerminal(item.payload.event.event)) finished = true;
         await ctx.send(
           item.kind === "event"
             ? { preEncoded: item.payload.wire }
             : { item: { $case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } },
         );
+      }
+      if (!finished && ctx.stopping.aborted && !ctx.signal.aborted) {
+        throw new UnavailableError("this replica is shutting down; follow again with after_sequence");
       }
     },
 
