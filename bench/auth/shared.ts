@@ -1,6 +1,4 @@
-// What the auth bench's three processes (run.ts, echo-server.ts, load.ts)
-// say to each other, and the small statistics they share.
-import { readFileSync } from "node:fs";
+import { machineBusyJiffies, processJiffiesOf, TICKS_PER_SECOND } from "../lib/cpu.js";
 
 /** echo-server.ts prints `<READY_PREFIX> {"guarded":port,"open":port}` once listening. */
 export const READY_PREFIX = "spool-bench-echo";
@@ -103,34 +101,14 @@ export function summarize(values: readonly number[]): Summary {
   };
 }
 
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
-
 /** CPU seconds (user + system) a process has used, from /proc; undefined elsewhere. */
 export function processCpuSeconds(pid: number | "self"): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name may hold spaces; fields restart after its closing parenthesis.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
-  } catch {
-    return undefined;
-  }
+  const j = processJiffiesOf(pid);
+  return j === undefined ? undefined : j / TICKS_PER_SECOND;
 }
 
 /** CPU seconds the whole machine has been busy, from /proc/stat. */
 export function machineBusySeconds(): number | undefined {
-  try {
-    const cpu = readFileSync("/proc/stat", "utf8")
-      .split("\n", 1)[0]
-      ?.trim()
-      .split(/\s+/)
-      .slice(1)
-      .map(Number);
-    if (!cpu || cpu.length < 5) return undefined;
-    // user nice system idle iowait irq softirq steal
-    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-    return (cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle) / TICKS_PER_SECOND;
-  } catch {
-    return undefined;
-  }
+  const j = machineBusyJiffies();
+  return j === undefined ? undefined : j / TICKS_PER_SECOND;
 }

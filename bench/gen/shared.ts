@@ -1,8 +1,4 @@
-// What the generation-stream bench's processes (run.ts, followers.ts,
-// peer-server.ts, peer-followers.ts) say to each other, and the small pieces
-// they share: a delay histogram, a wall clock with sub-millisecond
-// resolution, CPU accounting from /proc, the stream-continuity bookkeeping.
-import { readdirSync, readFileSync } from "node:fs";
+import { jiffiesByComm, machineBusyJiffies, processJiffiesOf, TICKS_PER_SECOND } from "../lib/cpu.js";
 
 /** followers.ts / peer-followers.ts read their plan (JSON) from this variable. */
 export const PLAN_ENV = "SPOOL_BENCH_GEN_PLAN";
@@ -347,18 +343,6 @@ export function checkStreams(
 
 // ---- CPU accounting (Linux /proc) ----
 
-const TICKS_PER_SECOND = 100; // USER_HZ
-
-function jiffiesOf(pid: number | string): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return undefined;
-  }
-}
-
 interface CpuSnapshot {
   at: number;
   busy: number;
@@ -371,37 +355,16 @@ interface CpuSnapshot {
 const COMMS = ["nats-server", "redis-server", "postgres"] as const;
 
 function cpuSnapshot(serverPid: number, orchestratorPid: number): CpuSnapshot | undefined {
-  try {
-    const cpu = readFileSync("/proc/stat", "utf8")
-      .split("\n", 1)[0]
-      ?.trim()
-      .split(/\s+/)
-      .slice(1)
-      .map(Number);
-    if (!cpu || cpu.length < 5) return undefined;
-    const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-    const busy = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle;
-    const byComm: Record<string, number> = Object.fromEntries(COMMS.map((c) => [c, 0]));
-    for (const pid of readdirSync("/proc")) {
-      if (!/^\d+$/.test(pid)) continue;
-      try {
-        const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-        if (comm in byComm) byComm[comm] = (byComm[comm] ?? 0) + (jiffiesOf(pid) ?? 0);
-      } catch {
-        // gone
-      }
-    }
-    return {
-      at: performance.now(),
-      busy,
-      self: jiffiesOf("self") ?? 0,
-      server: jiffiesOf(serverPid) ?? 0,
-      orchestrator: jiffiesOf(orchestratorPid) ?? 0,
-      byComm,
-    };
-  } catch {
-    return undefined;
-  }
+  const busy = machineBusyJiffies();
+  if (busy === undefined) return undefined;
+  return {
+    at: performance.now(),
+    busy,
+    self: processJiffiesOf("self") ?? 0,
+    server: processJiffiesOf(serverPid) ?? 0,
+    orchestrator: processJiffiesOf(orchestratorPid) ?? 0,
+    byComm: jiffiesByComm(COMMS),
+  };
 }
 
 /** Starts a CPU sample; the returned function ends it. */

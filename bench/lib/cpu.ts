@@ -21,16 +21,23 @@ export interface CpuShare {
   other: number;
 }
 
-const TICKS_PER_SECOND = 100; // USER_HZ on Linux
+/** Linux USER_HZ: /proc reports CPU time in these ticks (jiffies). */
+export const TICKS_PER_SECOND = 100;
 
-/** utime + stime of a /proc/<pid>/stat line, in jiffies. */
-function processJiffies(stat: string): number {
-  // The command name may hold spaces; fields restart after its closing parenthesis.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[11]) + Number(fields[12]);
+/** utime + stime of a process, in jiffies; undefined when it is gone (or not on Linux). */
+export function processJiffiesOf(pid: number | string): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // The command name may hold spaces; fields restart after its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return undefined;
+  }
 }
 
-function snapshot(): Snapshot | undefined {
+/** Busy jiffies of the whole machine, from the first line of /proc/stat. */
+export function machineBusyJiffies(): number | undefined {
   try {
     const cpu = readFileSync("/proc/stat", "utf8")
       .split("\n", 1)[0]
@@ -41,24 +48,38 @@ function snapshot(): Snapshot | undefined {
     if (!cpu || cpu.length < 5) return undefined;
     // user nice system idle iowait irq softirq steal ...
     const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-    const busy = cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle;
-    let servers = 0;
-    for (const pid of readdirSync("/proc")) {
-      if (!/^\d+$/.test(pid)) continue;
-      try {
-        const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-        if (comm === "nats-server" || comm === "postgres") {
-          servers += processJiffies(readFileSync(`/proc/${pid}/stat`, "utf8"));
-        }
-      } catch {
-        // The process ended between listing and reading.
-      }
-    }
-    const self = processJiffies(readFileSync("/proc/self/stat", "utf8"));
-    return { busy, self, servers, at: performance.now() };
+    return cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle;
   } catch {
     return undefined;
   }
+}
+
+/** Jiffies used by every process whose command name is one of `comms`, summed per name. */
+export function jiffiesByComm(comms: readonly string[]): Record<string, number> {
+  const byComm: Record<string, number> = Object.fromEntries(comms.map((c) => [c, 0]));
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const comm = readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+      if (comm in byComm) byComm[comm] = (byComm[comm] ?? 0) + (processJiffiesOf(pid) ?? 0);
+    } catch {
+      // The process ended between listing and reading.
+    }
+  }
+  return byComm;
+}
+
+function snapshot(): Snapshot | undefined {
+  const busy = machineBusyJiffies();
+  const self = processJiffiesOf("self");
+  if (busy === undefined || self === undefined) return undefined;
+  const byComm = jiffiesByComm(["nats-server", "postgres"]);
+  return {
+    busy,
+    self,
+    servers: (byComm["nats-server"] ?? 0) + (byComm.postgres ?? 0),
+    at: performance.now(),
+  };
 }
 
 /** Starts a sample; call the returned function at the end of the measured region. */
