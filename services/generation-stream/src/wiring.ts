@@ -185,10 +185,11 @@ export async function startGenerationStream(
     lease,
     verifier,
     logger,
-    queued: async (limit: number) =>
+    // Only the producer's own organisation: another's generations are never offered.
+    queued: async (orgId: string, limit: number) =>
       (
         await sql<{ generation_id: string }[]>`
-          SELECT generation_id FROM generations WHERE status = 'queued'
+          SELECT generation_id FROM generations WHERE org_id = ${orgId} AND status = 'queued'
             AND NOT (model = ANY(${[...providers.keys()]})) ORDER BY created_at LIMIT ${limit}`
       ).map((r) => r.generation_id),
   };

@@ -3,6 +3,7 @@ import {
   FailureReason,
   type FollowGenerationResponse,
   type GenerationEvent,
+  GenerationStatus,
   type ProduceGenerationRequest,
   type ProduceGenerationResponse,
 } from "@spool/proto/spool/generation/v1/generation.js";
@@ -14,7 +15,28 @@ const infra = useInfra("genprod");
 let stack: Stack;
 let userToken: string;
 let producerToken: string;
+/** A second organisation: a user who starts generations and its own producer. */
+let otherUserToken: string;
+let otherProducerToken: string;
 const ADMIN = { email: "admin@spool.test", password: "correct horse battery staple 42" };
+
+/** A service account with gen:produce in the organisation of `ownerToken`, and its access token. */
+async function producerFor(ownerToken: string): Promise<string> {
+  const a = stack.auth.client;
+  const sa = await authCall(
+    a.createServiceAccount,
+    a,
+    { name: "producer", scopes: ["gen:produce"] },
+    ownerToken,
+  );
+  return (
+    await authCall(a.exchangeClientCredentials, a, {
+      clientId: sa.serviceAccount!.serviceAccountId,
+      clientSecret: sa.clientSecret,
+      scopes: [],
+    })
+  ).accessToken;
+}
 
 beforeAll(async () => {
   stack = await startStack(infra(), {
@@ -24,25 +46,29 @@ beforeAll(async () => {
   });
   const a = stack.auth.client;
   userToken = (await authCall(a.login, a, ADMIN)).tokens!.accessToken;
-  const sa = await authCall(
-    a.createServiceAccount,
+  producerToken = await producerFor(userToken);
+  // The bootstrap admin is an operator: it creates organisation B with its owner.
+  const other = { email: "owner@other-org.test", password: "Quartz lantern drifts over velvet 7" };
+  await authCall(
+    a.createOrganization,
     a,
-    { name: "producer", scopes: ["gen:produce"] },
+    {
+      name: "Other",
+      slug: "other-org",
+      ownerEmail: other.email,
+      ownerDisplayName: "B",
+      ownerPassword: other.password,
+    },
     userToken,
   );
-  producerToken = (
-    await authCall(a.exchangeClientCredentials, a, {
-      clientId: sa.serviceAccount!.serviceAccountId,
-      clientSecret: sa.clientSecret,
-      scopes: [],
-    })
-  ).accessToken;
+  otherUserToken = (await authCall(a.login, a, other)).tokens!.accessToken;
+  otherProducerToken = await producerFor(otherUserToken);
 });
 afterAll(async () => {
   await stack?.stop();
 });
 
-const startExternal = async (requestId: string) =>
+const startExternal = async (requestId: string, token = userToken) =>
   (
     await call(
       stack.client.startGeneration,
@@ -56,17 +82,20 @@ const startExternal = async (requestId: string) =>
         fileIds: [],
         conversationId: "",
       },
-      userToken,
+      token,
     )
   ).generation!.generationId;
 
-const claim = (generationId: string) =>
-  call(stack.client.claimGeneration, stack.client, { generationId, waitMs: 0 }, producerToken);
+const claim = (generationId: string, token = producerToken) =>
+  call(stack.client.claimGeneration, stack.client, { generationId, waitMs: 0 }, token);
+
+const claimAny = (waitMs: number, token: string) =>
+  call(stack.client.claimGeneration, stack.client, { generationId: "", waitMs }, token);
 
 /** Opens a produce stream and returns helpers to send and to collect responses / the final status. */
-function produce() {
+function produce(token = producerToken) {
   const stream: ClientDuplexStream<ProduceGenerationRequest, ProduceGenerationResponse> =
-    stack.client.produceGeneration(bearer(producerToken));
+    stack.client.produceGeneration(bearer(token));
   const responses: ProduceGenerationResponse[] = [];
   const done = new Promise<{ code: number }>((resolve) => {
     stream.on("data", (r: ProduceGenerationResponse) => responses.push(r));
@@ -171,5 +200,83 @@ describe("external producers", () => {
     expect((await p.done).code).toBe(status.OK);
     const events = await followAll(id);
     expect(events.at(-1)?.event?.$case).toBe("cancelled");
+  });
+});
+
+describe("producer tenancy: a producer serves only its own organisation", () => {
+  it("another organisation's producer claiming a generation by id gets NOT_FOUND, like an unknown id", async () => {
+    const id = await startExternal("tenant-1");
+    await expect(claim(id, otherProducerToken)).rejects.toMatchObject({ code: status.NOT_FOUND });
+    await expect(claim("no-such-generation", otherProducerToken)).rejects.toMatchObject({
+      code: status.NOT_FOUND,
+    });
+    await expect(claim("gen.generation.>", otherProducerToken)).rejects.toMatchObject({
+      code: status.NOT_FOUND,
+    });
+    // Nothing was granted: the owning organisation's producer takes the first lease.
+    expect((await claim(id)).lease).toMatchObject({ generationId: id, epoch: 1n });
+  });
+
+  it("claiming with wait_ms offers only the producer's own organisation's generations", async () => {
+    const mine = await startExternal("tenant-2");
+    // The queue is read from the projection: wait until A's generation is in it, so it could be offered.
+    await eventually(
+      async () => {
+        const { generations } = await call(
+          stack.client.listGenerations,
+          stack.client,
+          {
+            status: GenerationStatus.GENERATION_STATUS_QUEUED,
+            conversationId: "",
+            createdAfterMs: 0n,
+            createdBeforeMs: 0n,
+            pageSize: 50,
+            pageToken: "",
+          },
+          userToken,
+        );
+        return generations.some((g) => g.generationId === mine);
+      },
+      { timeoutMs: 10_000 },
+    );
+    // Only A's generation is queued: B's producer waits and gets no lease.
+    const none = await claimAny(500, otherProducerToken);
+    expect(none.lease).toBeUndefined();
+    expect(none.messages).toEqual([]);
+    // B's own generation (newer than A's) is the one B's producer gets.
+    const theirs = await startExternal("tenant-2b", otherUserToken);
+    const got = await eventually(async () => (await claimAny(1_000, otherProducerToken)).lease, {
+      timeoutMs: 10_000,
+    });
+    expect(got.generationId).toBe(theirs);
+    // A's generation is still queued for A's producer.
+    expect((await claim(mine)).lease).toMatchObject({ generationId: mine, epoch: 1n });
+  });
+
+  it("another organisation's producer cannot open, append to or finish a generation with its lease", async () => {
+    const id = await startExternal("tenant-3");
+    const { lease } = await claim(id);
+    const intruder = produce(otherProducerToken);
+    intruder.send({ item: { $case: "lease", value: lease! } });
+    intruder.send({ item: { $case: "delta", value: { text: "injected" } } });
+    intruder.send({ item: { $case: "completed", value: { usage: undefined } } });
+    intruder.end();
+    expect((await intruder.done).code).toBe(status.NOT_FOUND);
+    expect(intruder.responses).toEqual([]);
+    // The lease holder carries on undisturbed: its first append follows `started` directly.
+    const owner = produce();
+    owner.send({ item: { $case: "lease", value: lease! } });
+    owner.send({ item: { $case: "delta", value: { text: "mine" } } });
+    owner.send({ item: { $case: "completed", value: { usage: undefined } } });
+    owner.end();
+    expect((await owner.done).code).toBe(status.OK);
+    const acked = owner.responses.flatMap((r) =>
+      r.item?.$case === "appended" ? [Number(r.item.value.sequence)] : [],
+    );
+    expect(acked).toEqual([3, 4]);
+    const events = await followAll(id);
+    expect(events.map((e) => e.event?.$case)).toEqual(["created", "started", "delta", "completed"]);
+    const text = events.map((e) => (e.event?.$case === "delta" ? e.event.value.text : "")).join("");
+    expect(text).toBe("mine");
   });
 });

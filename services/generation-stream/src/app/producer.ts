@@ -1,4 +1,4 @@
-import { ConcurrencyError, type EventStore, handleCommand } from "@spool/kit";
+import { ConcurrencyError, type EventStore, handleCommand, NotFoundError } from "@spool/kit";
 import {
   FailureReason,
   GenerationStatus,
@@ -7,15 +7,24 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
 import {
+  assertCanProduce,
   decideFinish,
   decideGrantLease,
   decideRenew,
   type Existing,
   generationReducer,
   type Outcome,
+  type Producer,
   StaleLeaseError,
 } from "../domain/generation.js";
 import type { OutputLog, OutputPosition } from "./output-log.js";
+
+/** Ids as Generations issues them; anything else (dots, wildcards) must never reach a subject. */
+const GENERATION_ID = /^[A-Za-z0-9_-]{1,128}$/;
+
+function checkId(generationId: string): void {
+  if (!GENERATION_ID.test(generationId)) throw new NotFoundError("generation not found");
+}
 
 export interface LeasePolicy {
   /** How long a lease lasts unless renewed. */
@@ -58,17 +67,19 @@ export class ProducerSession {
   /**
    * Takes the lease (the next epoch, atomically: two claimants cannot both
    * win) and writes `started` with it to the output subject, which fences out
-   * any earlier producer.
+   * any earlier producer. A generation of an organisation the producer does
+   * not serve is NOT_FOUND, like an unknown one.
    */
   static async claim(
     deps: { store: EventStore; output: OutputLog; policy: LeasePolicy },
     generationId: string,
-    producer: string,
+    producer: Producer,
   ): Promise<ProducerSession> {
+    checkId(generationId);
     const result = await handleCommand(deps.store, {
       subject: Subjects.generation(generationId),
       reducer: generationReducer,
-      actor: producer,
+      actor: producer.id,
       maxAttempts: 1,
       decide: (state) => decideGrantLease(state, producer, Date.now(), deps.policy.leaseMs),
     });
@@ -79,7 +90,7 @@ export class ProducerSession {
       try {
         const position = await deps.output.append(generationId, at, {
           $case: "started",
-          value: { epoch: BigInt(generation.epoch), producer },
+          value: { epoch: BigInt(generation.epoch), producer: producer.id },
         });
         return new ProducerSession(deps, generation, position);
       } catch (e) {
@@ -91,19 +102,22 @@ export class ProducerSession {
 
   /**
    * Picks up a lease granted earlier (an external producer's stream, possibly
-   * on another replica): only the holder of the current, unexpired epoch.
+   * on another replica): only the holder of the current, unexpired epoch,
+   * and never a generation of an organisation the producer does not serve.
    */
   static async resume(
     deps: { store: EventStore; output: OutputLog; policy: LeasePolicy },
     generationId: string,
     epoch: number,
-    producer: string,
+    producer: Producer,
   ): Promise<ProducerSession> {
+    checkId(generationId);
     const { state } = await deps.store.load(Subjects.generation(generationId), generationReducer);
+    assertCanProduce(producer, state);
     if (
       state.kind !== "running" ||
       state.epoch !== epoch ||
-      state.producer !== producer ||
+      state.producer !== producer.id ||
       Date.now() >= state.leaseExpiresAtMs
     ) {
       throw new StaleLeaseError();

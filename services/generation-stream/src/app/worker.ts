@@ -117,7 +117,8 @@ export class GenerationWorker {
       session = await ProducerSession.claim(
         { store: this.#o.store, output: this.#o.output, policy: this.#o.lease },
         generationId,
-        `builtin:${this.#o.replica}`,
+        // Platform-internal: built-in workers serve every organisation.
+        { kind: "platform", id: `builtin:${this.#o.replica}` },
       );
     } catch (e) {
       // Claimed elsewhere, cancelled, or finished: nothing for us.

@@ -1,4 +1,10 @@
-import { FailedPreconditionError, type NewEvent, type RecordedEvent, type Reducer } from "@spool/kit";
+import {
+  FailedPreconditionError,
+  type NewEvent,
+  NotFoundError,
+  type RecordedEvent,
+  type Reducer,
+} from "@spool/kit";
 import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
 import {
   FailureReason,
@@ -114,20 +120,44 @@ export function decideRequest(state: Generation, request: Requested): NewEvent[]
   return state.kind === "none" ? [GenerationRequested.create(request)] : [];
 }
 
-/** Grants the next epoch to a producer; only a queued generation can be claimed. */
+/**
+ * Who produces a generation. Built-in workers are platform-internal and serve
+ * every organisation; an external producer (a service account with
+ * gen:produce) serves only the organisation its verified token names.
+ */
+export type Producer = { kind: "platform"; id: string } | { kind: "organisation"; id: string; orgId: string };
+
+/** Whether the producer may see, claim and append to the generation: tenancy first, before any lease rule. */
+export function canProduce(producer: Producer, g: Generation): g is Existing {
+  if (g.kind === "none") return false;
+  if (producer.kind === "platform") return true;
+  return producer.orgId !== "" && producer.orgId === g.request.orgId;
+}
+
+/** Unknown and foreign generations look the same to a producer, so ids reveal nothing. */
+export function assertCanProduce(producer: Producer, g: Generation): asserts g is Existing {
+  if (!canProduce(producer, g)) throw new NotFoundError("generation not found");
+}
+
+/**
+ * Grants the next epoch to a producer; only a queued generation of an
+ * organisation the producer serves can be claimed (anything else of another
+ * organisation, or unknown, is NOT_FOUND).
+ */
 export function decideGrantLease(
   state: Generation,
-  producer: string,
+  producer: Producer,
   nowMs: number,
   leaseMs: number,
 ): NewEvent[] {
+  assertCanProduce(producer, state);
   if (state.kind !== "queued")
     throw new FailedPreconditionError("the generation is not waiting for a producer");
   if (state.cancelRequested) throw new FailedPreconditionError("the generation is being cancelled");
   return [
     GenerationLeaseGranted.create({
       epoch: BigInt(state.epoch + 1),
-      producer,
+      producer: producer.id,
       expiresAtMs: BigInt(nowMs + leaseMs),
     }),
   ];

@@ -1,8 +1,9 @@
-import type { NewEvent, RecordedEvent } from "@spool/kit";
+import { FailedPreconditionError, type NewEvent, NotFoundError, type RecordedEvent } from "@spool/kit";
 import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
 import { describe, expect, it } from "vitest";
 import { GenerationFinished, GenerationLeaseGranted, GenerationRequeued } from "./events.js";
 import {
+  canProduce,
   decideCancel,
   decideExpire,
   decideFinish,
@@ -13,8 +14,12 @@ import {
   evolveGeneration,
   type Generation,
   generationReducer,
+  type Producer,
   StaleLeaseError,
 } from "./generation.js";
+
+const builtin = (replica: string): Producer => ({ kind: "platform", id: `builtin:${replica}` });
+const external = (orgId: string, id = "sa1"): Producer => ({ kind: "organisation", id, orgId });
 
 const T0 = 1_700_000_000_000;
 const LEASE = 10_000;
@@ -52,10 +57,11 @@ function apply(state: Generation, events: NewEvent[], at = T0): Generation {
   );
 }
 
-const queued = () => apply(generationReducer.initial(), decideRequest(generationReducer.initial(), request));
+const queued = (orgId = request.orgId) =>
+  apply(generationReducer.initial(), decideRequest(generationReducer.initial(), { ...request, orgId }));
 const running = () => {
   const q = queued();
-  return apply(q, decideGrantLease(q, "builtin:a", T0, LEASE));
+  return apply(q, decideGrantLease(q, builtin("a"), T0, LEASE));
 };
 
 describe("generation lifecycle", () => {
@@ -68,7 +74,7 @@ describe("generation lifecycle", () => {
   it("claiming grants the next epoch; a running generation cannot be claimed again", () => {
     const r = running();
     expect(r).toMatchObject({ kind: "running", epoch: 1, producer: "builtin:a" });
-    expect(() => decideGrantLease(r, "builtin:b", T0 + 1, LEASE)).toThrow(/not waiting/);
+    expect(() => decideGrantLease(r, builtin("b"), T0 + 1, LEASE)).toThrow(/not waiting/);
   });
 
   it("a stale epoch or an expired lease cannot renew or finish", () => {
@@ -86,7 +92,7 @@ describe("generation lifecycle", () => {
     expect(events.map((e) => e.type)).toEqual([GenerationRequeued.type]);
     const q = apply(r, events);
     expect(q.kind).toBe("queued");
-    const again = apply(q, decideGrantLease(q, "builtin:b", T0 + LEASE + 1, LEASE));
+    const again = apply(q, decideGrantLease(q, builtin("b"), T0 + LEASE + 1, LEASE));
     expect(again).toMatchObject({ kind: "running", epoch: 2 });
     // The first producer is fenced out.
     expect(() => decideFinish(again, 1, T0 + LEASE + 2, emptyOutcome(3))).toThrow(StaleLeaseError);
@@ -116,15 +122,50 @@ describe("generation lifecycle", () => {
     expect(requested).toMatchObject({ kind: "running", cancelRequested: true });
     expect(decideCancel(requested, "u1", 3)).toEqual([]);
     if (requested.kind === "none") throw new Error("expected a generation");
-    expect(() => decideGrantLease({ ...requested, kind: "queued" }, "p", T0, LEASE)).toThrow(/cancelled/);
+    expect(() => decideGrantLease({ ...requested, kind: "queued" }, external("o1", "p"), T0, LEASE)).toThrow(
+      /cancelled/,
+    );
   });
 
   it("lease events use the epoch they were granted with", () => {
-    const [grant] = decideGrantLease(queued(), "p", T0, LEASE);
+    const [grant] = decideGrantLease(queued(), external("o1", "p"), T0, LEASE);
     expect(GenerationLeaseGranted.decode(grant!.data)).toMatchObject({
       epoch: 1n,
       producer: "p",
       expiresAtMs: BigInt(T0 + LEASE),
     });
+  });
+
+  it("an external producer claims only its own organisation's generations; foreign and unknown are NOT_FOUND", () => {
+    const q = queued(); // of organisation o1
+    expect(() => decideGrantLease(q, external("o2"), T0, LEASE)).toThrow(NotFoundError);
+    // An empty organisation never matches (a token without one serves nobody).
+    expect(() => decideGrantLease(queued(""), external(""), T0, LEASE)).toThrow(NotFoundError);
+    expect(() => decideGrantLease(generationReducer.initial(), external("o1"), T0, LEASE)).toThrow(
+      NotFoundError,
+    );
+    // Tenancy comes before lease state: a foreign running generation is NOT_FOUND, not "already taken".
+    const r = running();
+    const foreign = (() => {
+      try {
+        decideGrantLease(r, external("o2"), T0 + 1, LEASE);
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(foreign).toBeInstanceOf(NotFoundError);
+    expect(foreign).not.toBeInstanceOf(FailedPreconditionError);
+    expect(decideGrantLease(q, external("o1"), T0, LEASE)).toHaveLength(1);
+    expect(canProduce(external("o2"), r)).toBe(false);
+    expect(canProduce(external("o1"), r)).toBe(true);
+  });
+
+  it("built-in workers are platform-internal and serve every organisation", () => {
+    for (const orgId of ["o1", "o2"]) {
+      const q = queued(orgId);
+      expect(canProduce(builtin("a"), q)).toBe(true);
+      expect(decideGrantLease(q, builtin("a"), T0, LEASE)).toHaveLength(1);
+    }
+    expect(canProduce(builtin("a"), generationReducer.initial())).toBe(false);
   });
 });

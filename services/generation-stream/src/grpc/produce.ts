@@ -7,6 +7,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   type Logger,
+  NotFoundError,
   type Principal,
   principalOf,
   SpoolError,
@@ -23,6 +24,7 @@ import type {
 import { watchCancel } from "../app/cancel-watch.js";
 import type { OutputLog } from "../app/output-log.js";
 import { type LeasePolicy, ProducerSession } from "../app/producer.js";
+import type { Producer } from "../domain/generation.js";
 import { PRODUCE_SCOPE } from "./generation-service.js";
 
 export interface ProduceDeps {
@@ -31,14 +33,19 @@ export interface ProduceDeps {
   lease: LeasePolicy;
   verifier: TokenVerifier;
   logger: Logger;
-  /** Oldest queued generations that no built-in worker serves. */
-  queued: (limit: number) => Promise<string[]>;
+  /** Oldest queued generations of the organisation that no built-in worker serves. */
+  queued: (orgId: string, limit: number) => Promise<string[]>;
+}
+
+/** An external producer serves only the organisation of its verified token. */
+function producerOf(p: Principal): Extract<Producer, { kind: "organisation" }> {
+  return { kind: "organisation", id: p.subject, orgId: p.orgId };
 }
 
 /** ClaimGeneration: a lease for the named generation, or for the oldest queued one within wait_ms. */
 export function claimHandler(d: ProduceDeps) {
   return async (req: ClaimGenerationRequest, ctx: CallContext): Promise<ClaimGenerationResponse> => {
-    const producer = principalOf(ctx).subject;
+    const producer = producerOf(principalOf(ctx));
     if (req.waitMs < 0 || req.waitMs > 30_000) {
       throw new InvalidArgumentError("invalid claim", [{ field: "wait_ms", description: "0 to 30000" }]);
     }
@@ -58,11 +65,12 @@ export function claimHandler(d: ProduceDeps) {
     if (req.generationId) return respond(await ProducerSession.claim(deps, req.generationId, producer));
     const until = Date.now() + Math.min(req.waitMs, ctx.remainingMs());
     do {
-      for (const id of await d.queued(10)) {
+      for (const id of await d.queued(producer.orgId, 10)) {
         try {
           return respond(await ProducerSession.claim(deps, id, producer));
         } catch (e) {
-          if (!(e instanceof FailedPreconditionError)) throw e; // taken by someone else: next one
+          // Taken by someone else (or, should the read model ever disagree, not ours): next one.
+          if (!(e instanceof FailedPreconditionError || e instanceof NotFoundError)) throw e;
         }
       }
       await new Promise((r) => setTimeout(r, 200));
@@ -111,7 +119,7 @@ export function produceHandler(d: ProduceDeps) {
           { store: d.store, output: d.output, policy: d.lease },
           item.value.generationId,
           Number(item.value.epoch),
-          principal.subject,
+          producerOf(principal),
         );
         stopWatch = watchCancel(d.store, d.logger, session.generationId, (requestedBy) => {
           cancelRequested = true;
