@@ -26,4 +26,30 @@ describe("service start-up configuration", () => {
     expect(lines.some((l) => l.includes('"msg":"ready"'))).toBe(true);
     for (const line of lines) expect(line).not.toContain(apiKey);
   });
+
+  it("development mode refuses to listen on 0.0.0.0 without SPOOL_ALLOW_NON_LOOPBACK (issue 11 item 7)", async () => {
+    const env = { SPOOL_UPSTREAM_URL: "https://models.example/v1", SPOOL_API_KEY: "0123456789abcdef0123" };
+    const refused = runTs(main, { env: { ...env, SPOOL_GRPC_HOST: "0.0.0.0" } });
+    expect(await refused.exited).toBe(78);
+    expect(refused.output()).toContain(
+      "SPOOL_GRPC_HOST: not a loopback address; development mode listens on loopback only",
+    );
+    expect(refused.output()).not.toContain("ready");
+
+    const allowed = runTs(main, {
+      env: { ...env, SPOOL_GRPC_HOST: "0.0.0.0", SPOOL_ALLOW_NON_LOOPBACK: "true" },
+    });
+    expect(await allowed.exited).toBe(0);
+    const warning = allowed
+      .output()
+      .split("\n")
+      .find((l) => l.includes("listening on a non-loopback address outside production"));
+    expect(warning).toBeDefined();
+    expect(JSON.parse(warning ?? "{}")).toMatchObject({
+      level: "warn",
+      variable: "SPOOL_GRPC_HOST",
+      host: "0.0.0.0",
+    });
+    expect(allowed.output()).toContain('"msg":"ready"');
+  });
 });

@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
+import { BlockList, isIP, isIPv6 } from "node:net";
 import { z } from "zod";
-import { registerSecret } from "./logger.js";
+import { createLogger, registerSecret } from "./logger.js";
+import { schemaNameProblem } from "./postgres.js";
 
 export const ENV_PREFIX = "SPOOL_";
 
@@ -95,13 +97,74 @@ export function loadConfig<S extends z.ZodRawShape>(
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const config = result.data as z.infer<z.ZodObject<S>>;
+  const warnings = resolveListenHosts(config as Record<string, unknown>, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
   for (const [key, schema] of Object.entries(shape)) {
     const value = (config as Record<string, unknown>)[key];
     if (isSecretField(schema) && typeof value === "string") {
       registerSecret(value);
     }
   }
+  if (warnings.length > 0) {
+    // No service logger exists yet; the warning must reach the log anyway, whatever the level.
+    const level = (config as { LOG_LEVEL?: string }).LOG_LEVEL === "silent" ? "silent" : "warn";
+    const service = (config as { SERVICE_NAME?: string }).SERVICE_NAME ?? "config";
+    const logger = createLogger({ service, level });
+    for (const w of warnings) logger.warn(w, "listening on a non-loopback address outside production");
+  }
   return config;
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK.addAddress("::1", "ipv6");
+
+/** Whether a listen address accepts connections from this machine only. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host
+    .trim()
+    .replace(/^\[(.*)\]$/, "$1")
+    .toLowerCase();
+  if (h === "localhost") return true;
+  if (!isIP(h)) return false; // a name could resolve anywhere
+  return LOOPBACK.check(h, isIPv6(h) ? "ipv6" : "ipv4");
+}
+
+const LISTEN_HOSTS = ["GRPC_HOST", "METRICS_HOST"] as const;
+
+/**
+ * Fills unset listen addresses by mode (loopback outside production, every
+ * interface in production) and refuses a non-loopback address outside
+ * production unless ALLOW_NON_LOOPBACK is set: a development or test process
+ * has weak secrets and verbose errors, and must not be silently reachable
+ * from the network. Returns the warnings to log for allowed exceptions.
+ */
+function resolveListenHosts(
+  config: Record<string, unknown>,
+  problems: string[],
+): { variable: string; host: string; env: string }[] {
+  const warnings: { variable: string; host: string; env: string }[] = [];
+  const production = config.ENV === "production";
+  const env = typeof config.ENV === "string" ? config.ENV : "development";
+  for (const key of LISTEN_HOSTS) {
+    const host = config[key];
+    if (typeof host !== "string") continue;
+    if (host.trim() === "") {
+      config[key] = production ? "0.0.0.0" : "127.0.0.1";
+      continue;
+    }
+    if (production || isLoopbackHost(host)) continue;
+    const variable = ENV_PREFIX + key;
+    if (config.ALLOW_NON_LOOPBACK === true) {
+      warnings.push({ variable, host, env });
+    } else {
+      problems.push(
+        `${variable}: not a loopback address; ${env} mode listens on loopback only ` +
+          `(set ${ENV_PREFIX}ALLOW_NON_LOOPBACK=true to listen there anyway, or use production mode)`,
+      );
+    }
+  }
+  return warnings;
 }
 
 /** Variables every service shares. */
@@ -111,13 +174,32 @@ export const baseConfigShape = {
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
   DATABASE_URL: z.string().min(1).default("postgres://postgres@127.0.0.1:5432/spool"),
+  /**
+   * The service's own PostgreSQL schema for its projections, checkpoints and
+   * dead letters (created at start if missing). Unset: the service's name
+   * (`auth`, `generation_stream`). Two services must never share one.
+   */
+  DATABASE_SCHEMA: z
+    .string()
+    .superRefine((name, ctx) => {
+      const problem = schemaNameProblem(name);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    })
+    .optional(),
   REDIS_URL: z.string().min(1).default("redis://127.0.0.1:6379"),
   /** Prefix for stream and subject names, so environments can share one NATS server. */
   STREAM_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9_-]*$/, "letters, digits, '_' and '-' only")
     .default(""),
-  GRPC_HOST: z.string().default("0.0.0.0"),
+  /**
+   * Listen addresses. Unset: loopback in development and test, 0.0.0.0 in
+   * production. Development and test refuse any other address unless
+   * ALLOW_NON_LOOPBACK is set, and then warn at start.
+   */
+  GRPC_HOST: z.string().default(""),
+  METRICS_HOST: z.string().default(""),
+  ALLOW_NON_LOOPBACK: envBoolean.default(false),
   GRPC_PORT: z.coerce.number().int().min(0).max(65535).default(50051),
   METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
   /** How long in-flight RPCs may take to finish after SIGTERM. */
@@ -137,4 +219,15 @@ export const baseConfigShape = {
   DATABASE_POOL_MAX: z.coerce.number().int().min(1).max(200).default(10),
   /** Longest a unary RPC may run, whatever the client's deadline. */
   GRPC_MAX_UNARY_MS: z.coerce.number().int().min(100).max(600_000).default(30_000),
+  /**
+   * Largest request metadata (all headers, as HTTP/2 counts them) a call may
+   * carry; larger calls get RESOURCE_EXHAUSTED. At most 64 KiB: HTTP/2 closes
+   * the connection over a single header field beyond that anyway.
+   */
+  GRPC_MAX_METADATA_BYTES: z.coerce
+    .number()
+    .int()
+    .min(1024)
+    .max(64 * 1024)
+    .default(16 * 1024),
 };

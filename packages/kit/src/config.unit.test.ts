@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { ConfigError, loadConfig, secret } from "./config.js";
+import { baseConfigShape, ConfigError, isLoopbackHost, loadConfig, secret } from "./config.js";
 import { createLogger } from "./logger.js";
 
 const shape = {
@@ -97,5 +97,60 @@ describe("logging", () => {
     expect(lines).not.toContain("cs_0123456789abcdef");
     // At most the first/last four characters remain, so operators can still correlate.
     expect(lines).toContain("mk_9…b1a0");
+  });
+});
+
+describe("listen addresses (issue 11 item 7)", () => {
+  const hosts = (env: Record<string, string>) => {
+    const c = loadConfig(baseConfigShape, { SPOOL_LOG_LEVEL: "silent", ...env });
+    return { grpc: c.GRPC_HOST, metrics: c.METRICS_HOST };
+  };
+  const refusal = (env: Record<string, string>) => {
+    try {
+      loadConfig(baseConfigShape, { SPOOL_LOG_LEVEL: "silent", ...env });
+      return [];
+    } catch (e) {
+      return (e as ConfigError).problems;
+    }
+  };
+
+  it("binds loopback by default outside production, every interface in production", () => {
+    expect(hosts({})).toEqual({ grpc: "127.0.0.1", metrics: "127.0.0.1" });
+    expect(hosts({ SPOOL_ENV: "test" })).toEqual({ grpc: "127.0.0.1", metrics: "127.0.0.1" });
+    expect(hosts({ SPOOL_ENV: "production" })).toEqual({ grpc: "0.0.0.0", metrics: "0.0.0.0" });
+    expect(hosts({ SPOOL_ENV: "production", SPOOL_GRPC_HOST: "10.1.2.3" }).grpc).toBe("10.1.2.3");
+    expect(hosts({ SPOOL_GRPC_HOST: "::1", SPOOL_METRICS_HOST: "localhost" })).toEqual({
+      grpc: "::1",
+      metrics: "localhost",
+    });
+  });
+
+  it("refuses a non-loopback address in development and test unless explicitly allowed", () => {
+    expect(refusal({ SPOOL_GRPC_HOST: "0.0.0.0" })).toEqual([
+      expect.stringMatching(
+        /^SPOOL_GRPC_HOST: not a loopback address; development mode listens on loopback only/,
+      ),
+    ]);
+    expect(refusal({ SPOOL_ENV: "test", SPOOL_METRICS_HOST: "::" })).toEqual([
+      expect.stringMatching(/^SPOOL_METRICS_HOST: not a loopback address; test mode/),
+    ]);
+    expect(refusal({ SPOOL_GRPC_HOST: "myhost.example" })).toHaveLength(1);
+    expect(hosts({ SPOOL_GRPC_HOST: "0.0.0.0", SPOOL_ALLOW_NON_LOOPBACK: "true" }).grpc).toBe("0.0.0.0");
+    expect(refusal({ SPOOL_GRPC_HOST: "0.0.0.0", SPOOL_ALLOW_NON_LOOPBACK: "false" })).toHaveLength(1);
+  });
+
+  it("knows loopback addresses", () => {
+    for (const h of ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "0:0:0:0:0:0:0:1", "localhost", "LOCALHOST"])
+      expect(isLoopbackHost(h), h).toBe(true);
+    for (const h of [
+      "0.0.0.0",
+      "::",
+      "10.0.0.1",
+      "192.168.1.1",
+      "128.0.0.1",
+      "example.com",
+      "localhost.evil",
+    ])
+      expect(isLoopbackHost(h), h).toBe(false);
   });
 });

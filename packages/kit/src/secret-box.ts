@@ -26,9 +26,67 @@ export interface MasterKey {
 }
 
 /**
+ * Decodes canonical base64 (standard alphabet, padded), or returns undefined.
+ * Node's own decoder is lenient: it skips characters outside the alphabet and
+ * ignores whatever follows a "=", so a mistyped or truncated secret would
+ * silently become a different key. Re-encoding must give back the same text,
+ * which also refuses non-zero padding bits.
+ */
+export function decodeBase64Strict(text: string): Buffer | undefined {
+  if (!/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text)) return undefined;
+  const bytes = Buffer.from(text, "base64");
+  return bytes.toString("base64") === text ? bytes : undefined;
+}
+
+/**
+ * Why bytes meant to be random key material look chosen rather than drawn, or
+ * undefined. Random bytes practically never fail these (32 random bytes have
+ * about 30 distinct values; all 32 printable is a 1e-13 chance), while the
+ * usual mistakes do: zeros, one repeated character, a counter, a short
+ * pattern, or a passphrase typed as text and then base64-encoded.
+ */
+export function keyMaterialProblem(bytes: Uint8Array): string | undefined {
+  if (bytes.length === 0) return "is empty";
+  const distinct = new Set(bytes).size;
+  if (distinct === 1) return "is one byte repeated, not random bytes";
+  const step = ((bytes[1] ?? 0) - (bytes[0] ?? 0)) & 0xff;
+  if (bytes.every((b, i) => i === 0 || ((b - (bytes[i - 1] ?? 0)) & 0xff) === step)) {
+    return "is a counting sequence, not random bytes";
+  }
+  if (distinct < Math.min(16, Math.ceil(bytes.length / 2))) {
+    return `has only ${distinct} distinct byte values, not random bytes`;
+  }
+  if (bytes.every((b) => (b >= 0x20 && b <= 0x7e) || b === 0x09 || b === 0x0a || b === 0x0d)) {
+    return "decodes to printable text (a passphrase?), not random bytes";
+  }
+  return undefined;
+}
+
+/**
+ * Decodes base64 key material from configuration, strictly, and refuses the
+ * wrong size or material that is not random. Messages name no value.
+ * Generate with `openssl rand -base64 32`.
+ */
+export function decodeKeyMaterial(text: string, size: { exactly: number } | { atLeast: number }): Buffer {
+  const bytes = decodeBase64Strict(text);
+  if (bytes === undefined) {
+    throw new SecretBoxError("is not canonical base64 (standard alphabet, '=' padding, nothing else)");
+  }
+  if ("exactly" in size && bytes.length !== size.exactly) {
+    throw new SecretBoxError(`must be ${size.exactly} bytes of base64 (got ${bytes.length})`);
+  }
+  if ("atLeast" in size && bytes.length < size.atLeast) {
+    throw new SecretBoxError(`must be at least ${size.atLeast} bytes of base64 (got ${bytes.length})`);
+  }
+  const problem = keyMaterialProblem(bytes);
+  if (problem) throw new SecretBoxError(problem);
+  return bytes;
+}
+
+/**
  * Parses master keys from configuration: a comma-separated list of
- * `<id>:<base64 of 32 bytes>`, newest first. A missing or malformed key is a
- * start-up error, never a silent fallback.
+ * `<id>:<base64 of 32 bytes>`, newest first. A missing, malformed, weak or
+ * repeated key is a start-up error, never a silent fallback.
  */
 export function parseMasterKeys(spec: string): MasterKey[] {
   const keys = spec
@@ -41,17 +99,18 @@ export function parseMasterKeys(spec: string): MasterKey[] {
       if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
         throw new SecretBoxError(`master key ${i + 1}: expected <id>:<base64 key> with a 1-64 character id`);
       }
-      const key = Buffer.from(entry.slice(sep + 1), "base64");
-      if (key.length !== KEY_BYTES) {
-        throw new SecretBoxError(
-          `master key ${id}: must be ${KEY_BYTES} bytes of base64 (got ${key.length})`,
-        );
+      try {
+        return { id, key: decodeKeyMaterial(entry.slice(sep + 1), { exactly: KEY_BYTES }) };
+      } catch (e) {
+        throw new SecretBoxError(`master key ${id}: ${(e as Error).message}`);
       }
-      return { id, key };
     });
   if (keys.length === 0) throw new SecretBoxError("no master key configured");
   if (new Set(keys.map((k) => k.id)).size !== keys.length)
     throw new SecretBoxError("master key ids must be unique");
+  // One key under two ids would make rotation a no-op while looking done.
+  if (new Set(keys.map((k) => k.key.toString("hex"))).size !== keys.length)
+    throw new SecretBoxError("master keys must differ (the same key appears under two ids)");
   return keys;
 }
 

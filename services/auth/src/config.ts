@@ -1,5 +1,18 @@
-import { baseConfigShape, ConfigError, loadConfig, parseMasterKeys, secret } from "@spool/kit";
+import {
+  baseConfigShape,
+  ConfigError,
+  decodeKeyMaterial,
+  loadConfig,
+  parseMasterKeys,
+  secret,
+} from "@spool/kit";
 import { z } from "zod";
+import {
+  DEFAULT_PASSWORD_MIN_SCORE,
+  foldPassword,
+  KNOWN_DEFAULT_PASSWORDS,
+  passwordProblem,
+} from "./domain/password-policy.js";
 
 const seconds = (def: number, max: number) => z.coerce.number().int().min(1).max(max).default(def);
 const DAY = 86_400;
@@ -44,17 +57,28 @@ export const authConfigShape = {
   BOOTSTRAP_ORG_SLUG: z.string().min(3).max(40).default("spool"),
   BOOTSTRAP_ADMIN_EMAIL: z.string().min(3).max(254).default("admin@spool.local"),
   BOOTSTRAP_ADMIN_PASSWORD: secret(z.string().min(1)),
+  /** Lowest zxcvbn strength score (0-4) a password may have, wherever one is set. */
+  PASSWORD_MIN_SCORE: z.coerce.number().int().min(0).max(4).default(DEFAULT_PASSWORD_MIN_SCORE),
 };
 
 export type AuthConfig = ReturnType<typeof loadAuthConfig>;
 
-/** Values shipped in examples and docs: production refuses them. */
-export const DEFAULT_BOOTSTRAP_PASSWORDS = new Set([
-  "change-me-please",
-  "spool-dev-password",
-  "admin",
-  "password",
-]);
+/** Values shipped in examples and docs, compared folded: production refuses them in any spelling. */
+export const DEFAULT_BOOTSTRAP_PASSWORDS: ReadonlySet<string> = new Set(
+  KNOWN_DEFAULT_PASSWORDS.map(foldPassword),
+);
+
+/**
+ * Decodes the token secret strictly (canonical base64, at least 32 random
+ * bytes) and refuses one that contains a master key: the secrets have
+ * different jobs and must not leak together.
+ */
+function parseTokenSecret(text: string, masterKeys: readonly { key: Buffer }[]): Buffer {
+  const secret = decodeKeyMaterial(text, { atLeast: 32 });
+  if (masterKeys.some((k) => secret.includes(k.key)))
+    throw new Error("must not be (or contain) a master key");
+  return secret;
+}
 
 export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env) {
   const config = loadConfig(authConfigShape, env);
@@ -65,18 +89,33 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env) {
   } catch (e) {
     problems.push(`SPOOL_MASTER_KEYS: ${(e as Error).message}`);
   }
-  const tokenSecret = Buffer.from(config.TOKEN_SECRET, "base64");
-  if (tokenSecret.length < 32) problems.push("SPOOL_TOKEN_SECRET: must be at least 32 bytes of base64");
-  if (config.ENV === "production") {
-    if (DEFAULT_BOOTSTRAP_PASSWORDS.has(config.BOOTSTRAP_ADMIN_PASSWORD)) {
-      problems.push("SPOOL_BOOTSTRAP_ADMIN_PASSWORD: a default password is refused in production");
-    }
-    if (config.BOOTSTRAP_ADMIN_PASSWORD.length < 16) {
+  let tokenSecret: Buffer = Buffer.alloc(0);
+  try {
+    tokenSecret = parseTokenSecret(config.TOKEN_SECRET, masterKeys);
+  } catch (e) {
+    problems.push(`SPOOL_TOKEN_SECRET: ${(e as Error).message}`);
+  }
+  const production = config.ENV === "production";
+  const bootstrapPassword = config.BOOTSTRAP_ADMIN_PASSWORD;
+  if (production && DEFAULT_BOOTSTRAP_PASSWORDS.has(foldPassword(bootstrapPassword))) {
+    problems.push("SPOOL_BOOTSTRAP_ADMIN_PASSWORD: a default password is refused in production");
+  } else {
+    if (production && [...bootstrapPassword].length < 16) {
       problems.push("SPOOL_BOOTSTRAP_ADMIN_PASSWORD: at least 16 characters in production");
     }
+    // The same policy as every other password, in every mode (bootstrap would refuse it later anyway).
+    const problem = passwordProblem(bootstrapPassword, {
+      minScore: config.PASSWORD_MIN_SCORE,
+      userInputs: [config.BOOTSTRAP_ADMIN_EMAIL, config.BOOTSTRAP_ORG_SLUG, config.BOOTSTRAP_ORG_NAME],
+    });
+    if (problem) problems.push(`SPOOL_BOOTSTRAP_ADMIN_PASSWORD: ${problem}`);
   }
   if (config.SIGNING_KEY_OVERLAP_SECONDS < config.ACCESS_TOKEN_TTL_SECONDS) {
     problems.push("SPOOL_SIGNING_KEY_OVERLAP_SECONDS: must be at least SPOOL_ACCESS_TOKEN_TTL_SECONDS");
+  }
+  // A token must expire before its key retires: no token outlives the overlap of the key that signed it.
+  if (config.SIGNING_KEY_OVERLAP_SECONDS < config.SERVICE_TOKEN_TTL_SECONDS) {
+    problems.push("SPOOL_SIGNING_KEY_OVERLAP_SECONDS: must be at least SPOOL_SERVICE_TOKEN_TTL_SECONDS");
   }
   if (config.REFRESH_IDLE_SECONDS > config.REFRESH_ABSOLUTE_SECONDS) {
     problems.push("SPOOL_REFRESH_IDLE_SECONDS: must not exceed SPOOL_REFRESH_ABSOLUTE_SECONDS");
