@@ -122,6 +122,51 @@ describe("JWKS from NATS KV", () => {
     );
     await revocations.stop();
   });
+
+  it("a key withdrawn from the published set stops verifying at once, even for a cached token (KV watch)", async () => {
+    const kv = await openJwksBucket(nc, store.namespace);
+    const old = generateKeyPairSync("ed25519");
+    const current = generateKeyPairSync("ed25519");
+    const jwk = async (k: typeof old, kid: string) => ({
+      ...(await exportJWK(k.publicKey)),
+      kid,
+      alg: "EdDSA",
+    });
+    await kv.put(JWKS_KEY, JSON.stringify({ keys: [await jwk(current, "w-new"), await jwk(old, "w-old")] }));
+    // A max age far beyond the test: only the watch can bring the change.
+    const source = new KvJwksSource(kv, { maxAgeMs: 3_600_000 });
+    const verifier = new TokenVerifier({
+      keys: source,
+      issuer: "iss",
+      audience: "aud",
+      revocations: { isRevoked: () => false },
+    });
+    const sign = (k: typeof old, kid: string) =>
+      new SignJWT({ org: "o1" })
+        .setProtectedHeader({ alg: "EdDSA", typ: "at+jwt", kid })
+        .setIssuer("iss")
+        .setAudience("aud")
+        .setSubject("svc")
+        .setJti("j-w")
+        .setIssuedAt()
+        .setExpirationTime("1h")
+        .sign(k.privateKey);
+    const oldToken = await sign(old, "w-old");
+    const newToken = await sign(current, "w-new");
+    await verifier.verify(oldToken);
+    await verifier.verify(newToken);
+    await kv.put(JWKS_KEY, JSON.stringify({ keys: [await jwk(current, "w-new")] }));
+    await eventually(
+      () =>
+        verifier.verify(oldToken).then(
+          () => false,
+          (e: Error) => /unknown key/.test(e.message),
+        ),
+      { what: "withdrawn key refused", timeoutMs: 5_000 },
+    );
+    expect((await verifier.verify(newToken)).subject).toBe("svc");
+    await source.close();
+  });
 });
 
 describe("revocations inside a command's batch", () => {

@@ -8,6 +8,7 @@ import {
 } from "jose";
 import { UnauthenticatedError, UnavailableError } from "../errors.js";
 import type { Principal } from "./principal.js";
+import { issuedNoLaterThan } from "./revocations.js";
 
 /** The only signing algorithm accepted: pinned, never taken from the token. */
 export const ACCESS_TOKEN_ALG = "EdDSA";
@@ -18,10 +19,18 @@ const MAX_TOKEN_LENGTH = 8 * 1024;
 export interface KeySource {
   /** The verification key for a key id, refetching the key set when the id is unknown. */
   keyFor(kid: string): Promise<CryptoKey | KeyObject | undefined>;
+  /**
+   * Whether `kid` is in the current key set, from memory (no I/O: it is asked
+   * on every cache hit). False also when the set is due to be read again, so
+   * the caller verifies afresh through `keyFor`.
+   */
+  has(kid: string): boolean;
 }
 
 export interface RevocationChecker {
   isRevoked(sessionId: string): boolean;
+  /** Tokens of this subject issued at or before this time (ms) are refused; undefined when none. */
+  notBefore?(subject: string): number | undefined;
 }
 
 export interface VerifierOptions {
@@ -30,7 +39,7 @@ export interface VerifierOptions {
   /** This service's audience; a token for another audience is refused. */
   audience: string;
   revocations: RevocationChecker;
-  /** Verified tokens kept (until they expire). Default 10,000. */
+  /** Verified tokens kept (until they expire or their key leaves the key set). Default 10,000. */
   cacheSize?: number;
   /** Clock skew tolerated on exp/iat, seconds (default 5). */
   clockToleranceSec?: number;
@@ -40,11 +49,12 @@ export interface VerifierOptions {
  * Verifies access tokens locally: pinned algorithm and type, required
  * iss/aud/exp/sub/jti, key by `kid` from the auth service's published keys;
  * then the revocation set, on every call (a cached token whose session is
- * revoked stops working at once).
+ * revoked stops working at once). A cached token also stops verifying as soon
+ * as its key leaves the key source's current set (a retired signing key).
  */
 export class TokenVerifier {
   readonly #o: VerifierOptions;
-  readonly #cache = new Map<string, Principal>();
+  readonly #cache = new Map<string, Verified>();
   readonly #cacheSize: number;
   #hits = 0;
   #misses = 0;
@@ -62,22 +72,29 @@ export class TokenVerifier {
   async verify(token: string, nowMs = Date.now()): Promise<Principal> {
     const cached = this.#cache.get(token);
     let principal: Principal;
-    if (cached && cached.expiresAtMs > nowMs) {
+    // A hit needs the signing key still published: tokens of a retired key stop here, cached or not.
+    if (cached && cached.principal.expiresAtMs > nowMs && this.#o.keys.has(cached.kid)) {
       this.#hits++;
-      principal = cached;
+      principal = cached.principal;
     } else {
       this.#misses++;
       if (cached) this.#cache.delete(token);
-      principal = await this.#verifySignature(token);
-      this.#remember(token, principal);
+      const verified = await this.#verifySignature(token);
+      this.#remember(token, verified);
+      principal = verified.principal;
     }
     if (principal.sessionId !== undefined && this.#o.revocations.isRevoked(principal.sessionId)) {
+      throw new UnauthenticatedError("token revoked");
+    }
+    // A withdrawn user or service account: every token issued up to the withdrawal, cached or not.
+    const notBefore = this.#o.revocations.notBefore?.(principal.subject);
+    if (notBefore !== undefined && issuedNoLaterThan(principal.issuedAtMs, notBefore)) {
       throw new UnauthenticatedError("token revoked");
     }
     return principal;
   }
 
-  async #verifySignature(token: string): Promise<Principal> {
+  async #verifySignature(token: string): Promise<Verified> {
     if (token.length > MAX_TOKEN_LENGTH || token.split(".").length !== 3) {
       throw new UnauthenticatedError("malformed access token");
     }
@@ -114,16 +131,22 @@ export class TokenVerifier {
       if (e instanceof joseErrors.JWTExpired) throw new UnauthenticatedError("access token expired");
       throw new UnauthenticatedError("invalid access token");
     }
-    return toPrincipal(payload);
+    return { principal: toPrincipal(payload), kid };
   }
 
-  #remember(token: string, principal: Principal): void {
+  #remember(token: string, verified: Verified): void {
     if (this.#cache.size >= this.#cacheSize) {
       const oldest = this.#cache.keys().next().value;
       if (oldest !== undefined) this.#cache.delete(oldest);
     }
-    this.#cache.set(token, principal);
+    this.#cache.set(token, verified);
   }
+}
+
+/** A verified token's principal and the key id it was verified with. */
+interface Verified {
+  principal: Principal;
+  kid: string;
 }
 
 function toPrincipal(p: JWTPayload): Principal {

@@ -11,8 +11,11 @@ const AUD = "spool.generation";
 const signing = generateKeyPairSync("ed25519");
 const stranger = generateKeyPairSync("ed25519");
 
+/** The key set: "k1" can be withdrawn, as when a signing key's overlap ends. */
+const published = new Set(["k1"]);
 const keys: KeySource = {
-  keyFor: async (kid) => (kid === "k1" ? signing.publicKey : undefined),
+  keyFor: async (kid) => (published.has(kid) && kid === "k1" ? signing.publicKey : undefined),
+  has: (kid) => published.has(kid),
 };
 const revoked = new Set<string>();
 const verifier = () =>
@@ -137,6 +140,24 @@ describe("access token verification", () => {
     revoked.add("s-revoked");
     await expect(v.verify(t)).rejects.toThrow(/revoked/);
     expect(v.cacheStats.hits).toBe(1);
+  });
+
+  it("refuses a cached token once its signing key leaves the key set (retired key)", async () => {
+    const v = verifier();
+    const t = await token();
+    await v.verify(t);
+    await v.verify(t);
+    expect(v.cacheStats).toEqual({ hits: 1, misses: 1 });
+    published.delete("k1");
+    try {
+      await expect(v.verify(t)).rejects.toThrow(/unknown key/);
+      // The refusal did not come from the cache: the hit count did not move.
+      expect(v.cacheStats.hits).toBe(1);
+    } finally {
+      published.add("k1");
+    }
+    // Back in the set (a refetch that brings it again), the token verifies afresh.
+    expect((await v.verify(t)).subject).toBe("u1");
   });
 
   it("checks roles by exact equality: bread does not satisfy read", async () => {

@@ -60,3 +60,21 @@ export function verifyingKeys(ring: KeyRing, nowMs: number): SigningKey[] {
       !k.retired && (k.kid === ring.currentKid || (k.retireAfterMs !== undefined && nowMs < k.retireAfterMs)),
   );
 }
+
+/** Keys past their overlap at `nowMs` that no SigningKeyRetired has recorded yet. */
+export function overlapEnded(ring: KeyRing, nowMs: number): SigningKey[] {
+  return ring.keys.filter(
+    (k) =>
+      !k.retired && k.kid !== ring.currentKid && k.retireAfterMs !== undefined && k.retireAfterMs <= nowMs,
+  );
+}
+
+/** When the next overlap ends (the earliest retireAfterMs of a key not yet retired), if any. */
+export function nextRetirement(ring: KeyRing): number | undefined {
+  let next: number | undefined;
+  for (const k of ring.keys) {
+    if (k.retired || k.kid === ring.currentKid || k.retireAfterMs === undefined) continue;
+    if (next === undefined || k.retireAfterMs < next) next = k.retireAfterMs;
+  }
+  return next;
+}
