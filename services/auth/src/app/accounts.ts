@@ -5,6 +5,7 @@ import {
   type EventStore,
   FailedPreconditionError,
   handleCommand,
+  type NewEvent,
   NotFoundError,
   PermissionDeniedError,
   type Principal,
@@ -24,11 +25,26 @@ import {
 } from "../domain/organization.js";
 import { passwordProblem } from "../domain/password-policy.js";
 import { isRole, type RoleName } from "../domain/roles.js";
-import { decideCreateUser, decideSetRoles, type User, userReducer } from "../domain/user.js";
+import {
+  decideCreateUser,
+  decideDelete,
+  decideDisable,
+  decideEnable,
+  decideResetPassword,
+  decideSetRoles,
+  type ExistingUser,
+  type User,
+  userIdProblem,
+  userReducer,
+} from "../domain/user.js";
 import { hashPassword } from "./passwords.js";
 import { Violations } from "./validation.js";
+import { awaitWithdrawalSeen, type WithdrawalClock } from "./withdrawals.js";
 
 export type ActiveUser = Extract<User, { kind: "active" }>;
+export type { ExistingUser };
+/** Any user that was ever created: active, disabled or deleted. */
+export type KnownUser = Exclude<User, { kind: "none" }>;
 
 export interface NewUserInput {
   email: string;
@@ -46,10 +62,13 @@ export interface NewUserInput {
 export class Accounts {
   readonly #store: EventStore;
   readonly #emailKey: Buffer;
+  readonly #clock: WithdrawalClock | undefined;
 
-  constructor(store: EventStore, emailKey: Buffer) {
+  /** `clock`: this process's revocation set, so a withdrawal returns once it refuses the user's tokens here. */
+  constructor(store: EventStore, emailKey: Buffer, clock?: WithdrawalClock) {
     this.#store = store;
     this.#emailKey = emailKey;
+    this.#clock = clock;
   }
 
   /** Subject token for an email: keyed hash, so subjects do not list addresses. */
@@ -61,23 +80,37 @@ export class Accounts {
     return Subjects.email(h);
   }
 
+  /** The active user with this email (the one that may log in), if any. */
   async userByEmail(email: string): Promise<ActiveUser | undefined> {
-    const claim = await this.#store.load(this.emailSubject(email), emailClaimReducer);
-    if (claim.state.kind !== "claimed") return undefined;
-    const user = await this.loadUser(claim.state.ownerId);
-    return user?.email === normaliseEmail(email) ? user : undefined;
+    const user = await this.#anyUserByEmail(email);
+    return user?.kind === "active" ? user : undefined;
   }
 
+  /** Whoever holds the email: active, disabled or deleted (a deleted user keeps its email). */
+  async #anyUserByEmail(email: string): Promise<KnownUser | undefined> {
+    const claim = await this.#store.load(this.emailSubject(email), emailClaimReducer);
+    if (claim.state.kind !== "claimed") return undefined;
+    const user = await this.#loadState(claim.state.ownerId);
+    return user.kind !== "none" && user.email === normaliseEmail(email) ? user : undefined;
+  }
+
+  /** An active user: one that may log in and refresh (not disabled, not deleted). */
   async loadUser(userId: string): Promise<ActiveUser | undefined> {
-    if (!/^[A-Za-z0-9_-]{1,64}$/.test(userId)) return undefined;
-    const { state } = await this.#store.load(Subjects.user(userId), userReducer);
+    const state = await this.#loadState(userId);
     return state.kind === "active" ? state : undefined;
   }
 
-  /** A user of the caller's organisation; any other is NOT_FOUND. */
-  async userInOrg(caller: Principal, userId: string): Promise<ActiveUser> {
-    const user = await this.loadUser(userId);
-    if (!user || user.orgId !== caller.orgId) throw new NotFoundError("user not found");
+  async #loadState(userId: string): Promise<User> {
+    if (userIdProblem(userId)) return { kind: "none" };
+    return (await this.#store.load(Subjects.user(userId), userReducer)).state;
+  }
+
+  /** A user (active or disabled) of the caller's organisation; any other, or a deleted one, is NOT_FOUND. */
+  async userInOrg(caller: Principal, userId: string): Promise<ExistingUser> {
+    const user = await this.#loadState(userId);
+    if (user.kind === "none" || user.kind === "deleted" || user.orgId !== caller.orgId) {
+      throw new NotFoundError("user not found");
+    }
     return user;
   }
 
@@ -88,7 +121,10 @@ export class Accounts {
   validateNewUser(input: NewUserInput, v = new Violations(), prefix = ""): RoleName[] {
     v.check(`${prefix}email`, emailProblem(input.email.trim()));
     v.required(`${prefix}display_name`, input.displayName, 200);
-    v.check(`${prefix}password`, passwordProblem(input.password));
+    v.check(
+      `${prefix}password`,
+      passwordProblem(input.password, { userInputs: [input.email, input.displayName] }),
+    );
     const roles = [...new Set(input.roles)];
     for (const r of roles)
       v.check(`${prefix}roles`, isRole(r) ? undefined : `unknown role ${JSON.stringify(r)}`);
@@ -104,13 +140,14 @@ export class Accounts {
     orgId: string,
     input: NewUserInput,
     options: { createdVia: "admin" | "signup" | "bootstrap"; operator?: boolean; actor?: string },
-  ): Promise<{ user: ActiveUser; created: boolean }> {
+  ): Promise<{ user: KnownUser; created: boolean }> {
     const email = normaliseEmail(input.email);
     const userId = await this.#claim(this.emailSubject(email), emailClaimReducer, randomUUID(), (id) =>
       EmailClaimed.create({ email, userId: id }),
     );
-    const existing = await this.loadUser(userId);
-    if (existing) return { user: existing, created: false };
+    // A disabled or deleted user keeps its email: the claim is never released.
+    const existing = await this.#loadState(userId);
+    if (existing.kind !== "none") return { user: existing, created: false };
     const passwordHash = await hashPassword(input.password);
     const result = await handleCommand(this.#store, {
       subject: Subjects.user(userId),
@@ -128,7 +165,7 @@ export class Accounts {
           operator: options.operator ?? false,
         }),
     });
-    if (result.state.kind !== "active") throw new Error("user creation did not converge");
+    if (result.state.kind === "none") throw new Error("user creation did not converge");
     return { user: result.state, created: result.events.length > 0 };
   }
 
@@ -161,7 +198,7 @@ export class Accounts {
     owner: Omit<NewUserInput, "roles">,
     options: { createdVia: "admin" | "signup"; actor?: string },
   ): Promise<{ orgId: string; owner: ActiveUser }> {
-    const existingOwner = await this.userByEmail(owner.email);
+    const existingOwner = await this.#anyUserByEmail(owner.email);
     if (existingOwner) throw new AlreadyExistsError("a user with this email already exists");
     const { orgId, created } = await this.createOrganization(org.name.trim(), org.slug, options.actor);
     if (!created) throw new AlreadyExistsError("an organisation with this slug already exists");
@@ -170,11 +207,12 @@ export class Accounts {
       { ...owner, roles: ["owner"] },
       { createdVia: options.createdVia, ...(options.actor ? { actor: options.actor } : {}) },
     );
-    if (!userCreated) throw new AlreadyExistsError("a user with this email already exists");
+    if (!userCreated || user.kind !== "active")
+      throw new AlreadyExistsError("a user with this email already exists");
     return { orgId, owner: user };
   }
 
-  async setRoles(caller: Principal, userId: string, roles: RoleName[]): Promise<ActiveUser> {
+  async setRoles(caller: Principal, userId: string, roles: RoleName[]): Promise<ExistingUser> {
     const target = await this.userInOrg(caller, userId);
     const grantsOwner = roles.includes("owner") && !target.roles.includes("owner");
     const removesOwner = target.roles.includes("owner") && !roles.includes("owner");
@@ -187,8 +225,96 @@ export class Accounts {
       actor: caller.subject,
       decide: (state) => decideSetRoles(state, roles),
     });
-    if (result.state.kind !== "active") throw new NotFoundError("user not found");
+    if (result.state.kind !== "active" && result.state.kind !== "disabled")
+      throw new NotFoundError("user not found");
     return result.state;
+  }
+
+  /**
+   * Disables a user of the caller's organisation (idempotent). The caller then
+   * revokes the user's sessions; tokens are refused by the revocation feed.
+   */
+  async disableUser(caller: Principal, userId: string): Promise<{ user: ExistingUser; changed: boolean }> {
+    const r = await this.#withdraw(caller, userId, "you cannot disable yourself", false, (s) =>
+      decideDisable(s, caller.subject),
+    );
+    if (r.state.kind !== "disabled") throw new NotFoundError("user not found");
+    return { user: r.state, changed: r.changed };
+  }
+
+  /** Lets a disabled user log in again (idempotent); a deleted user is NOT_FOUND. */
+  async enableUser(caller: Principal, userId: string): Promise<ExistingUser> {
+    const r = await this.#onUser(caller, userId, { deletedIsFound: false }, (s) =>
+      decideEnable(s, caller.subject),
+    );
+    if (r.state.kind !== "active") throw new NotFoundError("user not found");
+    return r.state;
+  }
+
+  /** Deletes a user for good; deleting a deleted user of the organisation succeeds and writes nothing. */
+  async deleteUser(caller: Principal, userId: string): Promise<{ changed: boolean }> {
+    const r = await this.#withdraw(caller, userId, "you cannot delete yourself", true, (s) =>
+      decideDelete(s, caller.subject),
+    );
+    return { changed: r.changed };
+  }
+
+  /** Sets another user's password (already checked against the policy and hashed by the caller). */
+  async resetPassword(caller: Principal, userId: string, passwordHash: string): Promise<void> {
+    await this.#withdraw(caller, userId, "use ChangePassword for your own password", false, (s) =>
+      decideResetPassword(s, passwordHash, caller.subject),
+    );
+  }
+
+  /** A withdrawal: never on oneself; returns once this process's revocation set refuses the user's tokens. */
+  async #withdraw(
+    caller: Principal,
+    userId: string,
+    selfMessage: string,
+    deletedIsFound: boolean,
+    decide: (state: User) => readonly NewEvent[],
+  ): Promise<{ state: User; changed: boolean }> {
+    const before = this.#clock?.notBefore(userId);
+    const r = await this.#onUser(caller, userId, { deletedIsFound, notSelf: selfMessage }, decide);
+    if (r.changed) await awaitWithdrawalSeen(this.#clock, userId, before);
+    return r;
+  }
+
+  /**
+   * A command on a user of the caller's organisation by an owner or admin. The
+   * rules are checked on the very state the append is decided on (a
+   * concurrent role change cannot slip between check and write): another
+   * organisation's or a deleted user is NOT_FOUND, only an owner acts on an
+   * owner, and `notSelf` forbids acting on oneself.
+   */
+  async #onUser(
+    caller: Principal,
+    userId: string,
+    rules: { deletedIsFound: boolean; notSelf?: string },
+    decide: (state: User) => readonly NewEvent[],
+  ): Promise<{ state: User; changed: boolean }> {
+    if (userIdProblem(userId)) throw new NotFoundError("user not found");
+    const result = await handleCommand(this.#store, {
+      subject: Subjects.user(userId),
+      reducer: userReducer,
+      actor: caller.subject,
+      decide: (state) => {
+        const visible =
+          state.kind === "active" ||
+          state.kind === "disabled" ||
+          (rules.deletedIsFound && state.kind === "deleted");
+        if (state.kind === "none" || !visible || state.orgId !== caller.orgId) {
+          throw new NotFoundError("user not found");
+        }
+        if (rules.notSelf && state.userId === caller.subject)
+          throw new FailedPreconditionError(rules.notSelf);
+        if (state.roles.includes("owner") && !caller.roles.includes("owner")) {
+          throw new PermissionDeniedError("only an owner acts on an owner");
+        }
+        return decide(state);
+      },
+    });
+    return { state: result.state, changed: result.events.length > 0 };
   }
 
   async signupOpen(): Promise<boolean> {

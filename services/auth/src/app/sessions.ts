@@ -36,6 +36,7 @@ import { hashPassword, verifyPassword } from "./passwords.js";
 import { type LoginThrottle, ThrottledError } from "./throttle.js";
 import type { AccessTokenIssuer } from "./tokens.js";
 import { Violations } from "./validation.js";
+import { awaitIssuable, type WithdrawalClock } from "./withdrawals.js";
 
 export interface SessionPolicy {
   accessTokenTtlSeconds: number;
@@ -72,6 +73,7 @@ export class Sessions {
   readonly #index: SessionIndex;
   readonly #policy: SessionPolicy;
   readonly #refreshKey: Buffer;
+  readonly #withdrawals: WithdrawalClock | undefined;
 
   constructor(deps: {
     store: EventStore;
@@ -81,7 +83,10 @@ export class Sessions {
     index: SessionIndex;
     policy: SessionPolicy;
     tokenSecret: Buffer;
+    /** This process's revocation set: the exact not-before every verifier applies to a user. */
+    withdrawals?: WithdrawalClock;
   }) {
+    this.#withdrawals = deps.withdrawals;
     this.#store = deps.store;
     this.#accounts = deps.accounts;
     this.#tokens = deps.tokens;
@@ -94,8 +99,9 @@ export class Sessions {
   }
 
   /**
-   * Login. The answer is the same whether the account is missing or the
-   * password is wrong, in content and (argon2 runs either way) in timing.
+   * Login. The answer is the same whether the account is missing, disabled or
+   * deleted, or the password is wrong, in content and (argon2 runs either
+   * way) in timing.
    */
   async login(
     emailInput: string,
@@ -132,7 +138,28 @@ export class Sessions {
     }
     if (!user) throw new UnauthenticatedError(INVALID_LOGIN);
     await this.#throttle.succeed(account, client.ip);
-    return { tokens: await this.#startSession(user, client), user };
+    // Session and token come after the user's not-before second, so an enable or a reset followed at once
+    // by a login does not hand out a token every verifier refuses.
+    await awaitIssuable(user.userId, user.notBeforeMs, this.#withdrawals);
+    const tokens = await this.#startSession(user, client);
+    await this.#stillEntitled(user, tokens.sessionId, INVALID_LOGIN);
+    return { tokens, user };
+  }
+
+  /**
+   * Closes the race with a withdrawal (disable, delete, password reset) that
+   * lands while a login or refresh is issuing, from a user loaded before it.
+   * Called after the token is signed: if the user is unchanged now, any later
+   * withdrawal is stored after the token's iat and its not-before covers the
+   * token; and the session, already on the stream, is revoked by that
+   * withdrawal's revoke-all. If the user did change, the session is revoked
+   * here and the token never leaves.
+   */
+  async #stillEntitled(user: ActiveUser, sessionId: string, refusal: string): Promise<void> {
+    const now = await this.#accounts.loadUser(user.userId);
+    if (now && now.notBeforeMs === user.notBeforeMs) return;
+    await this.revoke(sessionId, "user_withdrawn", "");
+    throw new UnauthenticatedError(refusal);
   }
 
   async #startSession(user: ActiveUser, client: ClientInfo): Promise<IssuedTokens> {
@@ -227,15 +254,19 @@ export class Sessions {
     if (decision.outcome === "rejected") throw new UnauthenticatedError("invalid refresh token");
     const session = decision.session;
     // Roles come from the user as it is now, so a role change applies from the next refresh.
+    // A disabled or deleted user refreshes nothing (their sessions are revoked as well).
     const user = await this.#accounts.loadUser(session.userId);
     if (!user) throw new UnauthenticatedError("invalid refresh token");
-    return this.#issue(
+    await awaitIssuable(user.userId, user.notBeforeMs, this.#withdrawals);
+    const tokens = await this.#issue(
       user,
       session.sessionId,
       formatRefreshToken(decision.token),
       session.idleExpiresAtMs,
       Date.now(),
     );
+    await this.#stillEntitled(user, session.sessionId, "invalid refresh token");
+    return tokens;
   }
 
   async revoke(sessionId: string, reason: string, revokedBy: string): Promise<boolean> {

@@ -1,19 +1,39 @@
 import type { NewEvent, RecordedEvent, Reducer } from "@spool/kit";
-import { PasswordChanged, UserCreated, UserRolesChanged } from "./events.js";
+import {
+  PasswordChanged,
+  UserCreated,
+  UserDeleted,
+  UserDisabled,
+  UserEnabled,
+  UserPasswordReset,
+  UserRolesChanged,
+} from "./events.js";
 
+export interface UserData {
+  userId: string;
+  orgId: string;
+  email: string;
+  displayName: string;
+  roles: string[];
+  passwordHash: string;
+  operator: boolean;
+  createdAtMs: number;
+  /**
+   * When the user was last withdrawn (disabled, deleted, password reset), ms;
+   * 0 if never. Every token issued up to then is refused by every verifier, so
+   * auth issues the user's next token only after it (see firstIssuableMs).
+   */
+  notBeforeMs: number;
+}
+
+/** A user: active, disabled (no login until enabled) or deleted (final). */
 export type User =
   | { kind: "none" }
-  | {
-      kind: "active";
-      userId: string;
-      orgId: string;
-      email: string;
-      displayName: string;
-      roles: string[];
-      passwordHash: string;
-      operator: boolean;
-      createdAtMs: number;
-    };
+  | (UserData & { kind: "active" })
+  | (UserData & { kind: "disabled" })
+  | (UserData & { kind: "deleted" });
+
+export type ExistingUser = Exclude<User, { kind: "none" | "deleted" }>;
 
 export const userReducer: Reducer<User> = {
   initial: () => ({ kind: "none" }),
@@ -30,12 +50,19 @@ export const userReducer: Reducer<User> = {
         passwordHash: e.passwordHash,
         operator: e.operator,
         createdAtMs: event.time.getTime(),
+        notBeforeMs: 0,
       };
     }
-    if (state.kind === "none") return state;
+    if (state.kind === "none" || state.kind === "deleted") return state;
+    const at = event.time.getTime();
     if (UserRolesChanged.is(event)) return { ...state, roles: UserRolesChanged.decode(event.data).roles };
     if (PasswordChanged.is(event))
       return { ...state, passwordHash: PasswordChanged.decode(event.data).passwordHash };
+    if (UserPasswordReset.is(event))
+      return { ...state, passwordHash: UserPasswordReset.decode(event.data).passwordHash, notBeforeMs: at };
+    if (UserDisabled.is(event)) return { ...state, kind: "disabled", notBeforeMs: at };
+    if (UserEnabled.is(event)) return { ...state, kind: "active" };
+    if (UserDeleted.is(event)) return { ...state, kind: "deleted", notBeforeMs: at };
     return state;
   },
 };
@@ -51,17 +78,45 @@ export interface NewUser {
   operator: boolean;
 }
 
+/** User ids are UUIDs (bootstrap included); anything else is a malformed id. */
+export function userIdProblem(id: string): string | undefined {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(id) ? undefined : "must be a user id";
+}
+
 /** Creating a user that exists writes nothing (the caller decides whether that is a conflict). */
 export function decideCreateUser(state: User, user: NewUser): NewEvent[] {
   if (state.kind !== "none") return [];
   return [UserCreated.create(user)];
 }
 
+/** Roles of an active or disabled user; a deleted one is gone. */
 export function decideSetRoles(state: User, roles: string[]): NewEvent[] {
-  if (state.kind !== "active") return [];
+  if (state.kind !== "active" && state.kind !== "disabled") return [];
   const same = state.roles.length === roles.length && state.roles.every((r, i) => r === roles[i]);
   if (same) return [];
   return [
     UserRolesChanged.create({ userId: state.userId, orgId: state.orgId, previousRoles: state.roles, roles }),
   ];
+}
+
+/** Disabling a disabled user writes nothing; a deleted user cannot be disabled. */
+export function decideDisable(state: User, by: string): NewEvent[] {
+  if (state.kind !== "active") return [];
+  return [UserDisabled.create({ userId: state.userId, orgId: state.orgId, disabledBy: by })];
+}
+
+export function decideEnable(state: User, by: string): NewEvent[] {
+  if (state.kind !== "disabled") return [];
+  return [UserEnabled.create({ userId: state.userId, orgId: state.orgId, enabledBy: by })];
+}
+
+/** Deletion is final; deleting a deleted user writes nothing. */
+export function decideDelete(state: User, by: string): NewEvent[] {
+  if (state.kind !== "active" && state.kind !== "disabled") return [];
+  return [UserDeleted.create({ userId: state.userId, orgId: state.orgId, deletedBy: by })];
+}
+
+export function decideResetPassword(state: User, passwordHash: string, by: string): NewEvent[] {
+  if (state.kind !== "active" && state.kind !== "disabled") return [];
+  return [UserPasswordReset.create({ userId: state.userId, orgId: state.orgId, passwordHash, resetBy: by })];
 }

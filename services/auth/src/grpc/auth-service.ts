@@ -10,20 +10,28 @@ import {
   principalOf,
   type ServicePolicies,
   type TokenVerifier,
+  timestampMsProblem,
+  UnauthenticatedError,
 } from "@spool/kit";
 import {
   type AuditEvent,
   type AuthServiceService,
+  PrincipalKind,
   Role,
+  type ServiceAccount as ServiceAccountMessage,
   type User as UserMessage,
 } from "@spool/proto/spool/auth/v1/auth.js";
-import type { Accounts, ActiveUser } from "../app/accounts.js";
+import type { Accounts, KnownUser } from "../app/accounts.js";
 import type { KeyManager } from "../app/keys.js";
 import type { OAuthStates } from "../app/oauth-state.js";
-import type { ServiceAccounts } from "../app/service-accounts.js";
+import { hashPassword } from "../app/passwords.js";
+import type { KnownAccount, ServiceAccounts } from "../app/service-accounts.js";
 import type { ClientInfo, IssuedTokens, Sessions } from "../app/sessions.js";
 import { Violations } from "../app/validation.js";
+import { passwordProblem } from "../domain/password-policy.js";
 import { INTROSPECT_SCOPE, OPERATOR_SCOPE, type RoleName } from "../domain/roles.js";
+import { overlapProblem, serviceAccountIdProblem } from "../domain/service-account.js";
+import { userIdProblem } from "../domain/user.js";
 import type { AuditReadModel } from "../projections/audit.js";
 
 type Definition = typeof AuthServiceService;
@@ -49,11 +57,22 @@ export const authPolicies: ServicePolicies<Definition> = {
   createServiceAccount: ADMINS,
   exchangeClientCredentials: { public: true },
   introspectToken: { roles: ["owner", "admin"], scopes: [INTROSPECT_SCOPE] },
+  // Every verified caller, user or service: it answers about the caller only.
+  whoAmI: { kind: "any" },
   getJwks: { public: true },
   rotateSigningKey: OPERATOR,
   listAuditEvents: ADMINS,
   createOAuthState: ANY_USER,
   consumeOAuthState: ANY_USER,
+  // Withdrawing credentials: organisation owners and admins (the org and owner-on-owner rules are in app/).
+  disableUser: ADMINS,
+  enableUser: ADMINS,
+  deleteUser: ADMINS,
+  resetUserPassword: ADMINS,
+  rotateServiceAccountSecret: ADMINS,
+  disableServiceAccount: ADMINS,
+  enableServiceAccount: ADMINS,
+  deleteServiceAccount: ADMINS,
 };
 
 const ROLE_NAMES: Record<number, RoleName> = {
@@ -77,7 +96,7 @@ function roleNames(roles: Role[], v: Violations): RoleName[] {
   return [...new Set(names)];
 }
 
-function userMessage(u: ActiveUser): UserMessage {
+function userMessage(u: KnownUser): UserMessage {
   return {
     userId: u.userId,
     orgId: u.orgId,
@@ -85,7 +104,26 @@ function userMessage(u: ActiveUser): UserMessage {
     displayName: u.displayName,
     roles: u.roles.flatMap((r) => (r in ROLE_VALUES ? [ROLE_VALUES[r as RoleName]] : [])),
     createdAtMs: BigInt(u.createdAtMs),
+    disabled: u.kind !== "active",
   };
+}
+
+function serviceAccountMessage(a: KnownAccount): ServiceAccountMessage {
+  return {
+    serviceAccountId: a.serviceAccountId,
+    orgId: a.orgId,
+    name: a.name,
+    scopes: a.scopes,
+    disabled: a.kind !== "active",
+  };
+}
+
+function userIdViolations(userId: string): Violations {
+  return new Violations().check("user_id", userIdProblem(userId));
+}
+
+function serviceAccountIdViolations(id: string): Violations {
+  return new Violations().check("service_account_id", serviceAccountIdProblem(id));
 }
 
 function tokenPair(t: IssuedTokens) {
@@ -279,6 +317,7 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
           orgId: sa.orgId,
           name: sa.name,
           scopes: sa.scopes,
+          disabled: false,
         },
         clientSecret: sa.clientSecret,
       };
@@ -327,6 +366,38 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
       };
     },
 
+    async whoAmI(_req, ctx) {
+      const p = caller(ctx);
+      // The verifier refuses a withdrawn subject's tokens within 1 s of the withdrawal; the log may know
+      // sooner, and then this answers as the verifier soon will, never NOT_FOUND for the caller itself.
+      const withdrawn = () => new UnauthenticatedError("the token's subject is disabled or deleted");
+      const claims = {
+        subjectId: p.subject,
+        orgId: p.orgId,
+        roles: p.roles.flatMap((r) => (r in ROLE_VALUES ? [ROLE_VALUES[r as RoleName]] : [])),
+        scopes: [...p.scopes],
+        expiresAtMs: BigInt(p.expiresAtMs),
+      };
+      if (p.kind === "user") {
+        const user = await d.accounts.loadUser(p.subject);
+        if (!user || user.orgId !== p.orgId) throw withdrawn();
+        return {
+          ...claims,
+          kind: PrincipalKind.PRINCIPAL_KIND_USER,
+          sessionId: p.sessionId ?? "",
+          identity: { $case: "user", value: userMessage(user) },
+        };
+      }
+      const account = await d.serviceAccounts.load(p.subject);
+      if (account.kind !== "active" || account.orgId !== p.orgId) throw withdrawn();
+      return {
+        ...claims,
+        kind: PrincipalKind.PRINCIPAL_KIND_SERVICE_ACCOUNT,
+        sessionId: "",
+        identity: { $case: "serviceAccount", value: serviceAccountMessage(account) },
+      };
+    },
+
     async getJwks() {
       return { jwksJson: JSON.stringify(await d.keys.jwks()) };
     },
@@ -343,7 +414,9 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     async listAuditEvents(req, ctx) {
       const v = new Violations();
       if (req.pageSize < 0 || req.pageSize > 500) v.check("page_size", "must be 0-500 (0 means 50)");
-      if (req.sinceMs < 0n || req.untilMs < 0n) v.check("since_ms", "must not be negative");
+      // Out of range would fail in PostgreSQL (INTERNAL) or lose precision in a number.
+      v.check("since_ms", timestampMsProblem(req.sinceMs));
+      v.check("until_ms", timestampMsProblem(req.untilMs));
       v.throwIfAny();
       const after = decodePageToken(req.pageToken);
       const limit = req.pageSize || 50;
@@ -381,6 +454,84 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
 
     async consumeOAuthState(req, ctx) {
       await d.oauth.consume(caller(ctx), req.state, req.purpose);
+      return {};
+    },
+
+    // Withdrawing credentials. A user withdrawal appends its event (the revocation feed then refuses the
+    // user's tokens everywhere), and only then revokes the sessions, after the sessions projection has
+    // caught up with the stream: a session started by a login racing the withdrawal is on the stream
+    // before the withdrawal, so it is in the list. Repeating a call that failed half-way completes it.
+
+    async disableUser(req, ctx) {
+      userIdViolations(req.userId).throwIfAny();
+      const p = caller(ctx);
+      const { user } = await d.accounts.disableUser(p, req.userId);
+      await d.catchUp();
+      const revoked = await d.sessions.revokeAllOfUser(req.userId, "user_disabled", p.subject);
+      return { user: userMessage(user), revokedSessions: revoked };
+    },
+
+    async enableUser(req, ctx) {
+      userIdViolations(req.userId).throwIfAny();
+      const p = caller(ctx);
+      const target = await d.accounts.userInOrg(p, req.userId);
+      if (target.kind === "disabled") {
+        if (target.roles.includes("owner") && !p.roles.includes("owner")) {
+          throw new PermissionDeniedError("only an owner acts on an owner");
+        }
+        // No session from before the disabling may come back with the user (in case the
+        // disabling stopped before revoking them).
+        await d.catchUp();
+        await d.sessions.revokeAllOfUser(req.userId, "user_disabled", p.subject);
+      }
+      return { user: userMessage(await d.accounts.enableUser(p, req.userId)) };
+    },
+
+    async deleteUser(req, ctx) {
+      userIdViolations(req.userId).throwIfAny();
+      const p = caller(ctx);
+      await d.accounts.deleteUser(p, req.userId);
+      await d.catchUp();
+      return { revokedSessions: await d.sessions.revokeAllOfUser(req.userId, "user_deleted", p.subject) };
+    },
+
+    async resetUserPassword(req, ctx) {
+      userIdViolations(req.userId).check("new_password", passwordProblem(req.newPassword)).throwIfAny();
+      const p = caller(ctx);
+      await d.accounts.userInOrg(p, req.userId); // NOT_FOUND before spending an argon2 hash
+      await d.accounts.resetPassword(p, req.userId, await hashPassword(req.newPassword));
+      await d.catchUp();
+      return { revokedSessions: await d.sessions.revokeAllOfUser(req.userId, "password_reset", p.subject) };
+    },
+
+    async rotateServiceAccountSecret(req, ctx) {
+      const overlap = Number(req.overlapSeconds);
+      serviceAccountIdViolations(req.serviceAccountId)
+        .check("overlap_seconds", overlapProblem(overlap))
+        .throwIfAny();
+      const r = await d.serviceAccounts.rotateSecret(caller(ctx), req.serviceAccountId, overlap);
+      return {
+        serviceAccount: serviceAccountMessage(r.account),
+        clientSecret: r.clientSecret,
+        previousSecretExpiresAtMs: BigInt(r.previousValidUntilMs),
+      };
+    },
+
+    async disableServiceAccount(req, ctx) {
+      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
+      const a = await d.serviceAccounts.disable(caller(ctx), req.serviceAccountId);
+      return { serviceAccount: serviceAccountMessage(a) };
+    },
+
+    async enableServiceAccount(req, ctx) {
+      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
+      const a = await d.serviceAccounts.enable(caller(ctx), req.serviceAccountId);
+      return { serviceAccount: serviceAccountMessage(a) };
+    },
+
+    async deleteServiceAccount(req, ctx) {
+      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
+      await d.serviceAccounts.delete(caller(ctx), req.serviceAccountId);
       return {};
     },
   };

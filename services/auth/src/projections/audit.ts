@@ -1,13 +1,21 @@
 import type { RecordedEvent, Sql } from "@spool/kit";
-import { defineProjection } from "@spool/kit";
+import { defineProjection, storableJson, storableText } from "@spool/kit";
 import {
   LoginFailed,
   LoginLockedOut,
   LoginSucceeded,
   RefreshTokenReused,
+  ServiceAccountDeleted,
+  ServiceAccountDisabled,
+  ServiceAccountEnabled,
+  ServiceAccountSecretRotated,
   SessionRevoked,
   SigningKeyActivated,
   UserCreated,
+  UserDeleted,
+  UserDisabled,
+  UserEnabled,
+  UserPasswordReset,
   UserRolesChanged,
 } from "../domain/events.js";
 
@@ -64,6 +72,63 @@ function auditRow(event: RecordedEvent): AuditRow | undefined {
       details: { previousRoles: e.previousRoles, roles: e.roles },
     };
   }
+  // Withdrawals: who did it is the event's actor; the password hash is never recorded.
+  if (UserDisabled.is(event)) {
+    const e = UserDisabled.decode(event.data);
+    return { userId: e.userId, orgId: e.orgId, ip: "", details: { disabledBy: e.disabledBy } };
+  }
+  if (UserEnabled.is(event)) {
+    const e = UserEnabled.decode(event.data);
+    return { userId: e.userId, orgId: e.orgId, ip: "", details: { enabledBy: e.enabledBy } };
+  }
+  if (UserDeleted.is(event)) {
+    const e = UserDeleted.decode(event.data);
+    return { userId: e.userId, orgId: e.orgId, ip: "", details: { deletedBy: e.deletedBy } };
+  }
+  if (UserPasswordReset.is(event)) {
+    const e = UserPasswordReset.decode(event.data);
+    return { userId: e.userId, orgId: e.orgId, ip: "", details: { resetBy: e.resetBy } };
+  }
+  if (ServiceAccountDisabled.is(event)) {
+    const e = ServiceAccountDisabled.decode(event.data);
+    return {
+      userId: "",
+      orgId: e.orgId,
+      ip: "",
+      details: { serviceAccountId: e.serviceAccountId, disabledBy: e.disabledBy },
+    };
+  }
+  if (ServiceAccountEnabled.is(event)) {
+    const e = ServiceAccountEnabled.decode(event.data);
+    return {
+      userId: "",
+      orgId: e.orgId,
+      ip: "",
+      details: { serviceAccountId: e.serviceAccountId, enabledBy: e.enabledBy },
+    };
+  }
+  if (ServiceAccountDeleted.is(event)) {
+    const e = ServiceAccountDeleted.decode(event.data);
+    return {
+      userId: "",
+      orgId: e.orgId,
+      ip: "",
+      details: { serviceAccountId: e.serviceAccountId, deletedBy: e.deletedBy },
+    };
+  }
+  if (ServiceAccountSecretRotated.is(event)) {
+    const e = ServiceAccountSecretRotated.decode(event.data);
+    return {
+      userId: "",
+      orgId: e.orgId,
+      ip: "",
+      details: {
+        serviceAccountId: e.serviceAccountId,
+        rotatedBy: e.rotatedBy,
+        previousValidUntilMs: Number(e.previousValidUntilMs),
+      },
+    };
+  }
   if (SigningKeyActivated.is(event)) {
     const e = SigningKeyActivated.decode(event.data);
     return { userId: "", orgId: "", ip: "", details: { kid: e.kid, previousKid: e.previousKid } };
@@ -73,7 +138,9 @@ function auditRow(event: RecordedEvent): AuditRow | undefined {
 
 /**
  * The audit log: every login success and failure, lockout, refresh reuse,
- * revocation, role change and key rotation. Failed logins name the account
+ * revocation, role change, key rotation, and withdrawal of a user (disable,
+ * enable, delete, password reset) or a service account (disable, enable,
+ * delete, secret rotation). Failed logins name the account
  * tried; their organisation is resolved from the users the projection knows.
  */
 export const auditProjection = defineProjection({
@@ -103,14 +170,17 @@ export const auditProjection = defineProjection({
     if (UserCreated.is(event)) {
       const e = UserCreated.decode(event.data);
       await tx.unsafe(`INSERT INTO ${tables.auth_audit_users} VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [
-        e.userId,
-        e.orgId,
-        e.email,
+        storableText(e.userId),
+        storableText(e.orgId),
+        storableText(e.email),
       ]);
       return;
     }
-    const row = auditRow(event);
-    if (!row) return;
+    // Every event the command side accepted must apply: text PostgreSQL
+    // cannot hold (NUL, in events older than the edge's check) is replaced.
+    const found = auditRow(event);
+    if (!found) return;
+    const row = storableJson(found);
     let { orgId, userId } = row;
     if (!orgId) {
       const account = typeof row.details.account === "string" ? row.details.account : "";
@@ -127,12 +197,12 @@ export const auditProjection = defineProjection({
       [
         event.streamSequence,
         event.index,
-        event.eventId,
-        event.type,
+        storableText(event.eventId),
+        storableText(event.type),
         event.time,
         orgId,
         userId,
-        event.actor ?? "",
+        storableText(event.actor ?? ""),
         row.ip,
         tx.json(row.details as never),
       ],

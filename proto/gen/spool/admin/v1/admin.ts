@@ -1616,6 +1616,17 @@ export const ReplayDeadLetterResponse: MessageFns<ReplayDeadLetterResponse> = {
  * AdminService is served by every Spool service. It reports on the service's
  * projections (read models fed from its event log) and reactors, rebuilds a
  * projection from the log, and lists and replays dead-lettered events.
+ *
+ * Authorization: every RPC is for platform administrators only, since it
+ * covers the data of every organisation. The caller sends
+ * `authorization: Bearer <access token>`, and the token must be either
+ * - a user token carrying the scope `auth:operator` (a platform operator,
+ *   such as the bootstrap admin), or
+ * - a service token carrying the scope `spool:admin`, from a service account
+ *   created by an operator (auth grants that scope to no other account).
+ * Organisation owners and admins are not platform administrators. Without a
+ * token (or with an invalid or expired one) the answer is UNAUTHENTICATED;
+ * with any other token, PERMISSION_DENIED.
  */
 export type AdminServiceService = typeof AdminServiceService;
 export const AdminServiceService = {
@@ -1645,7 +1656,10 @@ export const AdminServiceService = {
   /**
    * RebuildProjection starts a rebuild into new versioned tables while the current
    * ones keep serving; they are swapped atomically once the rebuild has caught up.
-   * FAILED_PRECONDITION when a rebuild is already running.
+   * It returns once the rebuild is requested, not when it ends (GetProjection
+   * shows its progress). FAILED_PRECONDITION when a rebuild of that projection is
+   * already running (one at a time: of two concurrent calls exactly one starts
+   * it), or when the consumer has no read model to rebuild (a reactor).
    */
   rebuildProjection: {
     path: "/spool.admin.v1.AdminService/RebuildProjection" as const,
@@ -1695,7 +1709,10 @@ export interface AdminServiceServer extends UntypedServiceImplementation {
   /**
    * RebuildProjection starts a rebuild into new versioned tables while the current
    * ones keep serving; they are swapped atomically once the rebuild has caught up.
-   * FAILED_PRECONDITION when a rebuild is already running.
+   * It returns once the rebuild is requested, not when it ends (GetProjection
+   * shows its progress). FAILED_PRECONDITION when a rebuild of that projection is
+   * already running (one at a time: of two concurrent calls exactly one starts
+   * it), or when the consumer has no read model to rebuild (a reactor).
    */
   rebuildProjection: handleUnaryCall<RebuildProjectionRequest, RebuildProjectionResponse>;
   /** ListDeadLetters lists events a projection or reactor gave up on, newest first. */
@@ -1743,7 +1760,10 @@ export interface AdminServiceClient extends Client {
   /**
    * RebuildProjection starts a rebuild into new versioned tables while the current
    * ones keep serving; they are swapped atomically once the rebuild has caught up.
-   * FAILED_PRECONDITION when a rebuild is already running.
+   * It returns once the rebuild is requested, not when it ends (GetProjection
+   * shows its progress). FAILED_PRECONDITION when a rebuild of that projection is
+   * already running (one at a time: of two concurrent calls exactly one starts
+   * it), or when the consumer has no read model to rebuild (a reactor).
    */
   rebuildProjection(
     request: RebuildProjectionRequest,

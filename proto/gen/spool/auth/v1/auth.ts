@@ -68,6 +68,47 @@ export function roleToJSON(object: Role): string {
   }
 }
 
+export enum PrincipalKind {
+  PRINCIPAL_KIND_UNSPECIFIED = 0,
+  /** PRINCIPAL_KIND_USER - A user's session token (Login, RefreshToken). */
+  PRINCIPAL_KIND_USER = 1,
+  /** PRINCIPAL_KIND_SERVICE_ACCOUNT - A service account's token (ExchangeClientCredentials). */
+  PRINCIPAL_KIND_SERVICE_ACCOUNT = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function principalKindFromJSON(object: any): PrincipalKind {
+  switch (object) {
+    case 0:
+    case "PRINCIPAL_KIND_UNSPECIFIED":
+      return PrincipalKind.PRINCIPAL_KIND_UNSPECIFIED;
+    case 1:
+    case "PRINCIPAL_KIND_USER":
+      return PrincipalKind.PRINCIPAL_KIND_USER;
+    case 2:
+    case "PRINCIPAL_KIND_SERVICE_ACCOUNT":
+      return PrincipalKind.PRINCIPAL_KIND_SERVICE_ACCOUNT;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PrincipalKind.UNRECOGNIZED;
+  }
+}
+
+export function principalKindToJSON(object: PrincipalKind): string {
+  switch (object) {
+    case PrincipalKind.PRINCIPAL_KIND_UNSPECIFIED:
+      return "PRINCIPAL_KIND_UNSPECIFIED";
+    case PrincipalKind.PRINCIPAL_KIND_USER:
+      return "PRINCIPAL_KIND_USER";
+    case PrincipalKind.PRINCIPAL_KIND_SERVICE_ACCOUNT:
+      return "PRINCIPAL_KIND_SERVICE_ACCOUNT";
+    case PrincipalKind.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export interface Organization {
   orgId: string;
   name: string;
@@ -81,6 +122,8 @@ export interface User {
   displayName: string;
   roles: Role[];
   createdAtMs: bigint;
+  /** Disabled by an owner or admin: cannot log in until enabled. */
+  disabled: boolean;
 }
 
 /** A token pair from Login, RefreshToken or SignUp. */
@@ -214,6 +257,8 @@ export interface ServiceAccount {
   orgId: string;
   name: string;
   scopes: string[];
+  /** Disabled: cannot exchange its credentials until enabled. */
+  disabled: boolean;
 }
 
 export interface CreateServiceAccountRequest {
@@ -242,6 +287,83 @@ export interface ExchangeClientCredentialsResponse {
   scopes: string[];
 }
 
+export interface DisableUserRequest {
+  userId: string;
+}
+
+export interface DisableUserResponse {
+  user?:
+    | User
+    | undefined;
+  /** Sessions revoked by this call (0 when the user was already disabled and had none). */
+  revokedSessions: number;
+}
+
+export interface EnableUserRequest {
+  userId: string;
+}
+
+export interface EnableUserResponse {
+  user?: User | undefined;
+}
+
+export interface DeleteUserRequest {
+  userId: string;
+}
+
+export interface DeleteUserResponse {
+  revokedSessions: number;
+}
+
+export interface ResetUserPasswordRequest {
+  userId: string;
+  /** At least 12 characters, not a common password. */
+  newPassword: string;
+}
+
+export interface ResetUserPasswordResponse {
+  revokedSessions: number;
+}
+
+export interface RotateServiceAccountSecretRequest {
+  serviceAccountId: string;
+  /** How long the previous secret keeps exchanging: 0 (default) to 604800 (7 days). */
+  overlapSeconds: bigint;
+}
+
+export interface RotateServiceAccountSecretResponse {
+  serviceAccount?:
+    | ServiceAccount
+    | undefined;
+  /** Shown once; stored only as a hash. */
+  clientSecret: string;
+  /** Until when the previous secret still exchanges (ms since the epoch); 0 when it stopped at once. */
+  previousSecretExpiresAtMs: bigint;
+}
+
+export interface DisableServiceAccountRequest {
+  serviceAccountId: string;
+}
+
+export interface DisableServiceAccountResponse {
+  serviceAccount?: ServiceAccount | undefined;
+}
+
+export interface EnableServiceAccountRequest {
+  serviceAccountId: string;
+}
+
+export interface EnableServiceAccountResponse {
+  serviceAccount?: ServiceAccount | undefined;
+}
+
+export interface DeleteServiceAccountRequest {
+  serviceAccountId: string;
+}
+
+export interface DeleteServiceAccountResponse {
+}
+
 export interface IntrospectTokenRequest {
   token: string;
 }
@@ -262,6 +384,39 @@ export interface IntrospectTokenResponse {
   /** "access_token". */
   tokenType: string;
   clientId: string;
+}
+
+export interface WhoAmIRequest {
+}
+
+export interface WhoAmIResponse {
+  kind: PrincipalKind;
+  /** The token's subject: the user id or the service account id. */
+  subjectId: string;
+  orgId: string;
+  /** The session the token belongs to; users only ("" for a service account). */
+  sessionId: string;
+  /**
+   * The roles in the token (users only). They are those of when the token was
+   * issued; `user.roles` has the current ones.
+   */
+  roles: Role[];
+  /**
+   * The scopes in the token: for a service account the ones asked for at the
+   * exchange (`service_account.scopes` lists every scope the account holds).
+   */
+  scopes: string[];
+  /** When the token expires (ms since the epoch). */
+  expiresAtMs: bigint;
+  /** The caller's current record: set for the token's kind. */
+  identity?:
+    | //
+    /** Never disabled here (a disabled user's tokens are refused). */
+    { $case: "user"; value: User }
+    | //
+    /** Never disabled here (a disabled account's tokens are refused). */
+    { $case: "serviceAccount"; value: ServiceAccount }
+    | undefined;
 }
 
 export interface GetJwksRequest {
@@ -434,7 +589,7 @@ export const Organization: MessageFns<Organization> = {
 };
 
 function createBaseUser(): User {
-  return { userId: "", orgId: "", email: "", displayName: "", roles: [], createdAtMs: 0n };
+  return { userId: "", orgId: "", email: "", displayName: "", roles: [], createdAtMs: 0n, disabled: false };
 }
 
 export const User: MessageFns<User> = {
@@ -463,6 +618,9 @@ export const User: MessageFns<User> = {
         throw new globalThis.Error("value provided for field message.createdAtMs of type int64 too large");
       }
       writer.uint32(48).int64(message.createdAtMs);
+    }
+    if (message.disabled !== false) {
+      writer.uint32(56).bool(message.disabled);
     }
     return writer;
   },
@@ -538,6 +696,14 @@ export const User: MessageFns<User> = {
             message.createdAtMs = reader.int64() as bigint;
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.disabled = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -574,6 +740,7 @@ export const User: MessageFns<User> = {
         : isSet(object.created_at_ms)
         ? BigInt(object.created_at_ms)
         : 0n,
+      disabled: isSet(object.disabled) ? globalThis.Boolean(object.disabled) : false,
     };
   },
 
@@ -597,6 +764,9 @@ export const User: MessageFns<User> = {
     if (message.createdAtMs !== 0n) {
       obj.createdAtMs = message.createdAtMs.toString();
     }
+    if (message.disabled !== false) {
+      obj.disabled = message.disabled;
+    }
     return obj;
   },
 
@@ -613,6 +783,7 @@ export const User: MessageFns<User> = {
     message.createdAtMs = (object.createdAtMs !== undefined && object.createdAtMs !== null)
       ? BigInt(object.createdAtMs)
       : 0n;
+    message.disabled = object.disabled ?? false;
     return message;
   },
 };
@@ -2747,7 +2918,7 @@ export const RevokeUserSessionsResponse: MessageFns<RevokeUserSessionsResponse> 
 };
 
 function createBaseServiceAccount(): ServiceAccount {
-  return { serviceAccountId: "", orgId: "", name: "", scopes: [] };
+  return { serviceAccountId: "", orgId: "", name: "", scopes: [], disabled: false };
 }
 
 export const ServiceAccount: MessageFns<ServiceAccount> = {
@@ -2763,6 +2934,9 @@ export const ServiceAccount: MessageFns<ServiceAccount> = {
     }
     for (const v of message.scopes) {
       writer.uint32(34).string(v!);
+    }
+    if (message.disabled !== false) {
+      writer.uint32(40).bool(message.disabled);
     }
     return writer;
   },
@@ -2812,6 +2986,14 @@ export const ServiceAccount: MessageFns<ServiceAccount> = {
             message.scopes.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.disabled = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2838,6 +3020,7 @@ export const ServiceAccount: MessageFns<ServiceAccount> = {
         : "",
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      disabled: isSet(object.disabled) ? globalThis.Boolean(object.disabled) : false,
     };
   },
 
@@ -2855,6 +3038,9 @@ export const ServiceAccount: MessageFns<ServiceAccount> = {
     if (message.scopes?.length) {
       obj.scopes = message.scopes;
     }
+    if (message.disabled !== false) {
+      obj.disabled = message.disabled;
+    }
     return obj;
   },
 
@@ -2867,6 +3053,7 @@ export const ServiceAccount: MessageFns<ServiceAccount> = {
     message.orgId = object.orgId ?? "";
     message.name = object.name ?? "";
     message.scopes = object.scopes?.map((e) => e) || [];
+    message.disabled = object.disabled ?? false;
     return message;
   },
 };
@@ -3272,6 +3459,1262 @@ export const ExchangeClientCredentialsResponse: MessageFns<ExchangeClientCredent
   },
 };
 
+function createBaseDisableUserRequest(): DisableUserRequest {
+  return { userId: "" };
+}
+
+export const DisableUserRequest: MessageFns<DisableUserRequest> = {
+  encode(message: DisableUserRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableUserRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableUserRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableUserRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DisableUserRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableUserRequest>): DisableUserRequest {
+    return DisableUserRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableUserRequest>): DisableUserRequest {
+    const message = createBaseDisableUserRequest();
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
+function createBaseDisableUserResponse(): DisableUserResponse {
+  return { user: undefined, revokedSessions: 0 };
+}
+
+export const DisableUserResponse: MessageFns<DisableUserResponse> = {
+  encode(message: DisableUserResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.user !== undefined) {
+      User.encode(message.user, writer.uint32(10).fork()).join();
+    }
+    if (message.revokedSessions !== 0) {
+      writer.uint32(16).int32(message.revokedSessions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableUserResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableUserResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.user = User.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.revokedSessions = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableUserResponse {
+    return {
+      user: isSet(object.user) ? User.fromJSON(object.user) : undefined,
+      revokedSessions: isSet(object.revokedSessions)
+        ? globalThis.Number(object.revokedSessions)
+        : isSet(object.revoked_sessions)
+        ? globalThis.Number(object.revoked_sessions)
+        : 0,
+    };
+  },
+
+  toJSON(message: DisableUserResponse): unknown {
+    const obj: any = {};
+    if (message.user !== undefined) {
+      obj.user = User.toJSON(message.user);
+    }
+    if (message.revokedSessions !== 0) {
+      obj.revokedSessions = Math.round(message.revokedSessions);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableUserResponse>): DisableUserResponse {
+    return DisableUserResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableUserResponse>): DisableUserResponse {
+    const message = createBaseDisableUserResponse();
+    message.user = (object.user !== undefined && object.user !== null) ? User.fromPartial(object.user) : undefined;
+    message.revokedSessions = object.revokedSessions ?? 0;
+    return message;
+  },
+};
+
+function createBaseEnableUserRequest(): EnableUserRequest {
+  return { userId: "" };
+}
+
+export const EnableUserRequest: MessageFns<EnableUserRequest> = {
+  encode(message: EnableUserRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableUserRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableUserRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableUserRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EnableUserRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableUserRequest>): EnableUserRequest {
+    return EnableUserRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableUserRequest>): EnableUserRequest {
+    const message = createBaseEnableUserRequest();
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
+function createBaseEnableUserResponse(): EnableUserResponse {
+  return { user: undefined };
+}
+
+export const EnableUserResponse: MessageFns<EnableUserResponse> = {
+  encode(message: EnableUserResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.user !== undefined) {
+      User.encode(message.user, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableUserResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableUserResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.user = User.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableUserResponse {
+    return { user: isSet(object.user) ? User.fromJSON(object.user) : undefined };
+  },
+
+  toJSON(message: EnableUserResponse): unknown {
+    const obj: any = {};
+    if (message.user !== undefined) {
+      obj.user = User.toJSON(message.user);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableUserResponse>): EnableUserResponse {
+    return EnableUserResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableUserResponse>): EnableUserResponse {
+    const message = createBaseEnableUserResponse();
+    message.user = (object.user !== undefined && object.user !== null) ? User.fromPartial(object.user) : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteUserRequest(): DeleteUserRequest {
+  return { userId: "" };
+}
+
+export const DeleteUserRequest: MessageFns<DeleteUserRequest> = {
+  encode(message: DeleteUserRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteUserRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteUserRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteUserRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteUserRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteUserRequest>): DeleteUserRequest {
+    return DeleteUserRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteUserRequest>): DeleteUserRequest {
+    const message = createBaseDeleteUserRequest();
+    message.userId = object.userId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteUserResponse(): DeleteUserResponse {
+  return { revokedSessions: 0 };
+}
+
+export const DeleteUserResponse: MessageFns<DeleteUserResponse> = {
+  encode(message: DeleteUserResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revokedSessions !== 0) {
+      writer.uint32(8).int32(message.revokedSessions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteUserResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteUserResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revokedSessions = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteUserResponse {
+    return {
+      revokedSessions: isSet(object.revokedSessions)
+        ? globalThis.Number(object.revokedSessions)
+        : isSet(object.revoked_sessions)
+        ? globalThis.Number(object.revoked_sessions)
+        : 0,
+    };
+  },
+
+  toJSON(message: DeleteUserResponse): unknown {
+    const obj: any = {};
+    if (message.revokedSessions !== 0) {
+      obj.revokedSessions = Math.round(message.revokedSessions);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteUserResponse>): DeleteUserResponse {
+    return DeleteUserResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteUserResponse>): DeleteUserResponse {
+    const message = createBaseDeleteUserResponse();
+    message.revokedSessions = object.revokedSessions ?? 0;
+    return message;
+  },
+};
+
+function createBaseResetUserPasswordRequest(): ResetUserPasswordRequest {
+  return { userId: "", newPassword: "" };
+}
+
+export const ResetUserPasswordRequest: MessageFns<ResetUserPasswordRequest> = {
+  encode(message: ResetUserPasswordRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.newPassword !== "") {
+      writer.uint32(18).string(message.newPassword);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetUserPasswordRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetUserPasswordRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.newPassword = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetUserPasswordRequest {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      newPassword: isSet(object.newPassword)
+        ? globalThis.String(object.newPassword)
+        : isSet(object.new_password)
+        ? globalThis.String(object.new_password)
+        : "",
+    };
+  },
+
+  toJSON(message: ResetUserPasswordRequest): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.newPassword !== "") {
+      obj.newPassword = message.newPassword;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResetUserPasswordRequest>): ResetUserPasswordRequest {
+    return ResetUserPasswordRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResetUserPasswordRequest>): ResetUserPasswordRequest {
+    const message = createBaseResetUserPasswordRequest();
+    message.userId = object.userId ?? "";
+    message.newPassword = object.newPassword ?? "";
+    return message;
+  },
+};
+
+function createBaseResetUserPasswordResponse(): ResetUserPasswordResponse {
+  return { revokedSessions: 0 };
+}
+
+export const ResetUserPasswordResponse: MessageFns<ResetUserPasswordResponse> = {
+  encode(message: ResetUserPasswordResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revokedSessions !== 0) {
+      writer.uint32(8).int32(message.revokedSessions);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ResetUserPasswordResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResetUserPasswordResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.revokedSessions = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ResetUserPasswordResponse {
+    return {
+      revokedSessions: isSet(object.revokedSessions)
+        ? globalThis.Number(object.revokedSessions)
+        : isSet(object.revoked_sessions)
+        ? globalThis.Number(object.revoked_sessions)
+        : 0,
+    };
+  },
+
+  toJSON(message: ResetUserPasswordResponse): unknown {
+    const obj: any = {};
+    if (message.revokedSessions !== 0) {
+      obj.revokedSessions = Math.round(message.revokedSessions);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ResetUserPasswordResponse>): ResetUserPasswordResponse {
+    return ResetUserPasswordResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ResetUserPasswordResponse>): ResetUserPasswordResponse {
+    const message = createBaseResetUserPasswordResponse();
+    message.revokedSessions = object.revokedSessions ?? 0;
+    return message;
+  },
+};
+
+function createBaseRotateServiceAccountSecretRequest(): RotateServiceAccountSecretRequest {
+  return { serviceAccountId: "", overlapSeconds: 0n };
+}
+
+export const RotateServiceAccountSecretRequest: MessageFns<RotateServiceAccountSecretRequest> = {
+  encode(message: RotateServiceAccountSecretRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    if (message.overlapSeconds !== 0n) {
+      if (BigInt.asIntN(64, message.overlapSeconds) !== message.overlapSeconds) {
+        throw new globalThis.Error("value provided for field message.overlapSeconds of type int64 too large");
+      }
+      writer.uint32(16).int64(message.overlapSeconds);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateServiceAccountSecretRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateServiceAccountSecretRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.overlapSeconds = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateServiceAccountSecretRequest {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+      overlapSeconds: isSet(object.overlapSeconds)
+        ? BigInt(object.overlapSeconds)
+        : isSet(object.overlap_seconds)
+        ? BigInt(object.overlap_seconds)
+        : 0n,
+    };
+  },
+
+  toJSON(message: RotateServiceAccountSecretRequest): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    if (message.overlapSeconds !== 0n) {
+      obj.overlapSeconds = message.overlapSeconds.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateServiceAccountSecretRequest>): RotateServiceAccountSecretRequest {
+    return RotateServiceAccountSecretRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateServiceAccountSecretRequest>): RotateServiceAccountSecretRequest {
+    const message = createBaseRotateServiceAccountSecretRequest();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    message.overlapSeconds = (object.overlapSeconds !== undefined && object.overlapSeconds !== null)
+      ? BigInt(object.overlapSeconds)
+      : 0n;
+    return message;
+  },
+};
+
+function createBaseRotateServiceAccountSecretResponse(): RotateServiceAccountSecretResponse {
+  return { serviceAccount: undefined, clientSecret: "", previousSecretExpiresAtMs: 0n };
+}
+
+export const RotateServiceAccountSecretResponse: MessageFns<RotateServiceAccountSecretResponse> = {
+  encode(message: RotateServiceAccountSecretResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccount !== undefined) {
+      ServiceAccount.encode(message.serviceAccount, writer.uint32(10).fork()).join();
+    }
+    if (message.clientSecret !== "") {
+      writer.uint32(18).string(message.clientSecret);
+    }
+    if (message.previousSecretExpiresAtMs !== 0n) {
+      if (BigInt.asIntN(64, message.previousSecretExpiresAtMs) !== message.previousSecretExpiresAtMs) {
+        throw new globalThis.Error(
+          "value provided for field message.previousSecretExpiresAtMs of type int64 too large",
+        );
+      }
+      writer.uint32(24).int64(message.previousSecretExpiresAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RotateServiceAccountSecretResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRotateServiceAccountSecretResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccount = ServiceAccount.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.clientSecret = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.previousSecretExpiresAtMs = reader.int64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RotateServiceAccountSecretResponse {
+    return {
+      serviceAccount: isSet(object.serviceAccount)
+        ? ServiceAccount.fromJSON(object.serviceAccount)
+        : isSet(object.service_account)
+        ? ServiceAccount.fromJSON(object.service_account)
+        : undefined,
+      clientSecret: isSet(object.clientSecret)
+        ? globalThis.String(object.clientSecret)
+        : isSet(object.client_secret)
+        ? globalThis.String(object.client_secret)
+        : "",
+      previousSecretExpiresAtMs: isSet(object.previousSecretExpiresAtMs)
+        ? BigInt(object.previousSecretExpiresAtMs)
+        : isSet(object.previous_secret_expires_at_ms)
+        ? BigInt(object.previous_secret_expires_at_ms)
+        : 0n,
+    };
+  },
+
+  toJSON(message: RotateServiceAccountSecretResponse): unknown {
+    const obj: any = {};
+    if (message.serviceAccount !== undefined) {
+      obj.serviceAccount = ServiceAccount.toJSON(message.serviceAccount);
+    }
+    if (message.clientSecret !== "") {
+      obj.clientSecret = message.clientSecret;
+    }
+    if (message.previousSecretExpiresAtMs !== 0n) {
+      obj.previousSecretExpiresAtMs = message.previousSecretExpiresAtMs.toString();
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RotateServiceAccountSecretResponse>): RotateServiceAccountSecretResponse {
+    return RotateServiceAccountSecretResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RotateServiceAccountSecretResponse>): RotateServiceAccountSecretResponse {
+    const message = createBaseRotateServiceAccountSecretResponse();
+    message.serviceAccount = (object.serviceAccount !== undefined && object.serviceAccount !== null)
+      ? ServiceAccount.fromPartial(object.serviceAccount)
+      : undefined;
+    message.clientSecret = object.clientSecret ?? "";
+    message.previousSecretExpiresAtMs =
+      (object.previousSecretExpiresAtMs !== undefined && object.previousSecretExpiresAtMs !== null)
+        ? BigInt(object.previousSecretExpiresAtMs)
+        : 0n;
+    return message;
+  },
+};
+
+function createBaseDisableServiceAccountRequest(): DisableServiceAccountRequest {
+  return { serviceAccountId: "" };
+}
+
+export const DisableServiceAccountRequest: MessageFns<DisableServiceAccountRequest> = {
+  encode(message: DisableServiceAccountRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableServiceAccountRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableServiceAccountRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableServiceAccountRequest {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DisableServiceAccountRequest): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableServiceAccountRequest>): DisableServiceAccountRequest {
+    return DisableServiceAccountRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableServiceAccountRequest>): DisableServiceAccountRequest {
+    const message = createBaseDisableServiceAccountRequest();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    return message;
+  },
+};
+
+function createBaseDisableServiceAccountResponse(): DisableServiceAccountResponse {
+  return { serviceAccount: undefined };
+}
+
+export const DisableServiceAccountResponse: MessageFns<DisableServiceAccountResponse> = {
+  encode(message: DisableServiceAccountResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccount !== undefined) {
+      ServiceAccount.encode(message.serviceAccount, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DisableServiceAccountResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDisableServiceAccountResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccount = ServiceAccount.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DisableServiceAccountResponse {
+    return {
+      serviceAccount: isSet(object.serviceAccount)
+        ? ServiceAccount.fromJSON(object.serviceAccount)
+        : isSet(object.service_account)
+        ? ServiceAccount.fromJSON(object.service_account)
+        : undefined,
+    };
+  },
+
+  toJSON(message: DisableServiceAccountResponse): unknown {
+    const obj: any = {};
+    if (message.serviceAccount !== undefined) {
+      obj.serviceAccount = ServiceAccount.toJSON(message.serviceAccount);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DisableServiceAccountResponse>): DisableServiceAccountResponse {
+    return DisableServiceAccountResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DisableServiceAccountResponse>): DisableServiceAccountResponse {
+    const message = createBaseDisableServiceAccountResponse();
+    message.serviceAccount = (object.serviceAccount !== undefined && object.serviceAccount !== null)
+      ? ServiceAccount.fromPartial(object.serviceAccount)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseEnableServiceAccountRequest(): EnableServiceAccountRequest {
+  return { serviceAccountId: "" };
+}
+
+export const EnableServiceAccountRequest: MessageFns<EnableServiceAccountRequest> = {
+  encode(message: EnableServiceAccountRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableServiceAccountRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableServiceAccountRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableServiceAccountRequest {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: EnableServiceAccountRequest): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableServiceAccountRequest>): EnableServiceAccountRequest {
+    return EnableServiceAccountRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableServiceAccountRequest>): EnableServiceAccountRequest {
+    const message = createBaseEnableServiceAccountRequest();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    return message;
+  },
+};
+
+function createBaseEnableServiceAccountResponse(): EnableServiceAccountResponse {
+  return { serviceAccount: undefined };
+}
+
+export const EnableServiceAccountResponse: MessageFns<EnableServiceAccountResponse> = {
+  encode(message: EnableServiceAccountResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccount !== undefined) {
+      ServiceAccount.encode(message.serviceAccount, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EnableServiceAccountResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEnableServiceAccountResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccount = ServiceAccount.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EnableServiceAccountResponse {
+    return {
+      serviceAccount: isSet(object.serviceAccount)
+        ? ServiceAccount.fromJSON(object.serviceAccount)
+        : isSet(object.service_account)
+        ? ServiceAccount.fromJSON(object.service_account)
+        : undefined,
+    };
+  },
+
+  toJSON(message: EnableServiceAccountResponse): unknown {
+    const obj: any = {};
+    if (message.serviceAccount !== undefined) {
+      obj.serviceAccount = ServiceAccount.toJSON(message.serviceAccount);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EnableServiceAccountResponse>): EnableServiceAccountResponse {
+    return EnableServiceAccountResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EnableServiceAccountResponse>): EnableServiceAccountResponse {
+    const message = createBaseEnableServiceAccountResponse();
+    message.serviceAccount = (object.serviceAccount !== undefined && object.serviceAccount !== null)
+      ? ServiceAccount.fromPartial(object.serviceAccount)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDeleteServiceAccountRequest(): DeleteServiceAccountRequest {
+  return { serviceAccountId: "" };
+}
+
+export const DeleteServiceAccountRequest: MessageFns<DeleteServiceAccountRequest> = {
+  encode(message: DeleteServiceAccountRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServiceAccountRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServiceAccountRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteServiceAccountRequest {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+    };
+  },
+
+  toJSON(message: DeleteServiceAccountRequest): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteServiceAccountRequest>): DeleteServiceAccountRequest {
+    return DeleteServiceAccountRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteServiceAccountRequest>): DeleteServiceAccountRequest {
+    const message = createBaseDeleteServiceAccountRequest();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteServiceAccountResponse(): DeleteServiceAccountResponse {
+  return {};
+}
+
+export const DeleteServiceAccountResponse: MessageFns<DeleteServiceAccountResponse> = {
+  encode(_: DeleteServiceAccountResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteServiceAccountResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteServiceAccountResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): DeleteServiceAccountResponse {
+    return {};
+  },
+
+  toJSON(_: DeleteServiceAccountResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteServiceAccountResponse>): DeleteServiceAccountResponse {
+    return DeleteServiceAccountResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeleteServiceAccountResponse>): DeleteServiceAccountResponse {
+    const message = createBaseDeleteServiceAccountResponse();
+    return message;
+  },
+};
+
 function createBaseIntrospectTokenRequest(): IntrospectTokenRequest {
   return { token: "" };
 }
@@ -3624,6 +5067,319 @@ export const IntrospectTokenResponse: MessageFns<IntrospectTokenResponse> = {
     message.jti = object.jti ?? "";
     message.tokenType = object.tokenType ?? "";
     message.clientId = object.clientId ?? "";
+    return message;
+  },
+};
+
+function createBaseWhoAmIRequest(): WhoAmIRequest {
+  return {};
+}
+
+export const WhoAmIRequest: MessageFns<WhoAmIRequest> = {
+  encode(_: WhoAmIRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WhoAmIRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWhoAmIRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): WhoAmIRequest {
+    return {};
+  },
+
+  toJSON(_: WhoAmIRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<WhoAmIRequest>): WhoAmIRequest {
+    return WhoAmIRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<WhoAmIRequest>): WhoAmIRequest {
+    const message = createBaseWhoAmIRequest();
+    return message;
+  },
+};
+
+function createBaseWhoAmIResponse(): WhoAmIResponse {
+  return {
+    kind: 0,
+    subjectId: "",
+    orgId: "",
+    sessionId: "",
+    roles: [],
+    scopes: [],
+    expiresAtMs: 0n,
+    identity: undefined,
+  };
+}
+
+export const WhoAmIResponse: MessageFns<WhoAmIResponse> = {
+  encode(message: WhoAmIResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== 0) {
+      writer.uint32(8).int32(message.kind);
+    }
+    if (message.subjectId !== "") {
+      writer.uint32(18).string(message.subjectId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(26).string(message.orgId);
+    }
+    if (message.sessionId !== "") {
+      writer.uint32(34).string(message.sessionId);
+    }
+    if (message.roles.length !== 0) {
+      writer.uint32(42).fork();
+      for (const v of message.roles) {
+        writer.int32(v);
+      }
+      writer.join();
+    }
+    for (const v of message.scopes) {
+      writer.uint32(50).string(v!);
+    }
+    if (message.expiresAtMs !== 0n) {
+      if (BigInt.asIntN(64, message.expiresAtMs) !== message.expiresAtMs) {
+        throw new globalThis.Error("value provided for field message.expiresAtMs of type int64 too large");
+      }
+      writer.uint32(56).int64(message.expiresAtMs);
+    }
+    switch (message.identity?.$case) {
+      case "user":
+        User.encode(message.identity.value, writer.uint32(66).fork()).join();
+        break;
+      case "serviceAccount":
+        ServiceAccount.encode(message.identity.value, writer.uint32(74).fork()).join();
+        break;
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WhoAmIResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseWhoAmIResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.kind = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.subjectId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.sessionId = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag === 40) {
+              message.roles.push(reader.int32() as any);
+
+              continue;
+            }
+
+            if (tag === 42) {
+              const end2 = reader.uint32() + reader.pos;
+              while (reader.pos < end2) {
+                message.roles.push(reader.int32() as any);
+              }
+
+              continue;
+            }
+
+            break;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.scopes.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.expiresAtMs = reader.int64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.identity = { $case: "user", value: User.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.identity = { $case: "serviceAccount", value: ServiceAccount.decode(reader, reader.uint32()) };
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): WhoAmIResponse {
+    return {
+      kind: isSet(object.kind) ? principalKindFromJSON(object.kind) : 0,
+      subjectId: isSet(object.subjectId)
+        ? globalThis.String(object.subjectId)
+        : isSet(object.subject_id)
+        ? globalThis.String(object.subject_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      sessionId: isSet(object.sessionId)
+        ? globalThis.String(object.sessionId)
+        : isSet(object.session_id)
+        ? globalThis.String(object.session_id)
+        : "",
+      roles: globalThis.Array.isArray(object?.roles)
+        ? object.roles.map((e: any) => roleFromJSON(e))
+        : [],
+      scopes: globalThis.Array.isArray(object?.scopes) ? object.scopes.map((e: any) => globalThis.String(e)) : [],
+      expiresAtMs: isSet(object.expiresAtMs)
+        ? BigInt(object.expiresAtMs)
+        : isSet(object.expires_at_ms)
+        ? BigInt(object.expires_at_ms)
+        : 0n,
+      identity: isSet(object.user)
+        ? { $case: "user", value: User.fromJSON(object.user) }
+        : isSet(object.serviceAccount)
+        ? { $case: "serviceAccount", value: ServiceAccount.fromJSON(object.serviceAccount) }
+        : isSet(object.service_account)
+        ? { $case: "serviceAccount", value: ServiceAccount.fromJSON(object.service_account) }
+        : undefined,
+    };
+  },
+
+  toJSON(message: WhoAmIResponse): unknown {
+    const obj: any = {};
+    if (message.kind !== 0) {
+      obj.kind = principalKindToJSON(message.kind);
+    }
+    if (message.subjectId !== "") {
+      obj.subjectId = message.subjectId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.sessionId !== "") {
+      obj.sessionId = message.sessionId;
+    }
+    if (message.roles?.length) {
+      obj.roles = message.roles.map((e) => roleToJSON(e));
+    }
+    if (message.scopes?.length) {
+      obj.scopes = message.scopes;
+    }
+    if (message.expiresAtMs !== 0n) {
+      obj.expiresAtMs = message.expiresAtMs.toString();
+    }
+    if (message.identity?.$case === "user") {
+      obj.user = User.toJSON(message.identity.value);
+    } else if (message.identity?.$case === "serviceAccount") {
+      obj.serviceAccount = ServiceAccount.toJSON(message.identity.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WhoAmIResponse>): WhoAmIResponse {
+    return WhoAmIResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WhoAmIResponse>): WhoAmIResponse {
+    const message = createBaseWhoAmIResponse();
+    message.kind = object.kind ?? 0;
+    message.subjectId = object.subjectId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.sessionId = object.sessionId ?? "";
+    message.roles = object.roles?.map((e) => e) || [];
+    message.scopes = object.scopes?.map((e) => e) || [];
+    message.expiresAtMs = (object.expiresAtMs !== undefined && object.expiresAtMs !== null)
+      ? BigInt(object.expiresAtMs)
+      : 0n;
+    switch (object.identity?.$case) {
+      case "user": {
+        if (object.identity?.value !== undefined && object.identity?.value !== null) {
+          message.identity = { $case: "user", value: User.fromPartial(object.identity.value) };
+        }
+        break;
+      }
+      case "serviceAccount": {
+        if (object.identity?.value !== undefined && object.identity?.value !== null) {
+          message.identity = { $case: "serviceAccount", value: ServiceAccount.fromPartial(object.identity.value) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
@@ -4823,7 +6579,12 @@ export const AuthServiceService = {
       Buffer.from(CreateServiceAccountResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): CreateServiceAccountResponse => CreateServiceAccountResponse.decode(value),
   },
-  /** Public. Client-credentials exchange: a short-lived access token for a service account. */
+  /**
+   * Public. Client-credentials exchange: a short-lived access token for a service account.
+   * Refused (UNAUTHENTICATED, the same answer as a wrong secret) for a disabled or
+   * deleted account; accepts the current secret and, until its overlap ends, the
+   * one it replaced.
+   */
   exchangeClientCredentials: {
     path: "/spool.auth.v1.AuthService/ExchangeClientCredentials" as const,
     requestStream: false as const,
@@ -4836,6 +6597,128 @@ export const AuthServiceService = {
       Buffer.from(ExchangeClientCredentialsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ExchangeClientCredentialsResponse =>
       ExchangeClientCredentialsResponse.decode(value),
+  },
+  /**
+   * Disables a user: login and refresh are refused with the answer a wrong
+   * password gets, and the user's tokens and sessions stop working. Not on the
+   * caller (FAILED_PRECONDITION). Disabling a disabled user changes nothing.
+   */
+  disableUser: {
+    path: "/spool.auth.v1.AuthService/DisableUser" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DisableUserRequest): Buffer => Buffer.from(DisableUserRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DisableUserRequest => DisableUserRequest.decode(value),
+    responseSerialize: (value: DisableUserResponse): Buffer => Buffer.from(DisableUserResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DisableUserResponse => DisableUserResponse.decode(value),
+  },
+  /**
+   * Lets a disabled user log in again. Tokens and sessions from before the
+   * disabling stay refused. Enabling an enabled user changes nothing; a deleted
+   * user is NOT_FOUND.
+   */
+  enableUser: {
+    path: "/spool.auth.v1.AuthService/EnableUser" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EnableUserRequest): Buffer => Buffer.from(EnableUserRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EnableUserRequest => EnableUserRequest.decode(value),
+    responseSerialize: (value: EnableUserResponse): Buffer => Buffer.from(EnableUserResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EnableUserResponse => EnableUserResponse.decode(value),
+  },
+  /**
+   * Deletes a user for good (disabled or not): never logs in again, invisible to
+   * GetUser. Not on the caller (FAILED_PRECONDITION). The email stays claimed by
+   * the deleted user, so it cannot be given to a new user (ALREADY_EXISTS).
+   * Deleting a deleted user changes nothing.
+   */
+  deleteUser: {
+    path: "/spool.auth.v1.AuthService/DeleteUser" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteUserRequest): Buffer => Buffer.from(DeleteUserRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteUserRequest => DeleteUserRequest.decode(value),
+    responseSerialize: (value: DeleteUserResponse): Buffer => Buffer.from(DeleteUserResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteUserResponse => DeleteUserResponse.decode(value),
+  },
+  /**
+   * Sets another user's password (the password policy applies) and revokes
+   * every session and token of that user. For the caller's own password use
+   * ChangePassword (FAILED_PRECONDITION here). Works on a disabled user, who
+   * stays disabled.
+   */
+  resetUserPassword: {
+    path: "/spool.auth.v1.AuthService/ResetUserPassword" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ResetUserPasswordRequest): Buffer =>
+      Buffer.from(ResetUserPasswordRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ResetUserPasswordRequest => ResetUserPasswordRequest.decode(value),
+    responseSerialize: (value: ResetUserPasswordResponse): Buffer =>
+      Buffer.from(ResetUserPasswordResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ResetUserPasswordResponse => ResetUserPasswordResponse.decode(value),
+  },
+  /**
+   * Replaces a service account's client secret; the new one is in this response
+   * only. The previous secret keeps exchanging for `overlap_seconds` (0, the
+   * default, ends it at once; at most 7 days); only the immediately previous
+   * secret overlaps. Tokens already issued are not revoked (they expire within
+   * the service-token lifetime): disable the account to cut them off at once.
+   */
+  rotateServiceAccountSecret: {
+    path: "/spool.auth.v1.AuthService/RotateServiceAccountSecret" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RotateServiceAccountSecretRequest): Buffer =>
+      Buffer.from(RotateServiceAccountSecretRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RotateServiceAccountSecretRequest =>
+      RotateServiceAccountSecretRequest.decode(value),
+    responseSerialize: (value: RotateServiceAccountSecretResponse): Buffer =>
+      Buffer.from(RotateServiceAccountSecretResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RotateServiceAccountSecretResponse =>
+      RotateServiceAccountSecretResponse.decode(value),
+  },
+  /**
+   * Disables a service account: exchanges are refused and every token it was
+   * issued is refused on every service within 1 s. Idempotent.
+   */
+  disableServiceAccount: {
+    path: "/spool.auth.v1.AuthService/DisableServiceAccount" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DisableServiceAccountRequest): Buffer =>
+      Buffer.from(DisableServiceAccountRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DisableServiceAccountRequest => DisableServiceAccountRequest.decode(value),
+    responseSerialize: (value: DisableServiceAccountResponse): Buffer =>
+      Buffer.from(DisableServiceAccountResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DisableServiceAccountResponse => DisableServiceAccountResponse.decode(value),
+  },
+  /**
+   * Lets a disabled service account exchange again (its old tokens stay refused).
+   * Idempotent; a deleted account is NOT_FOUND.
+   */
+  enableServiceAccount: {
+    path: "/spool.auth.v1.AuthService/EnableServiceAccount" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: EnableServiceAccountRequest): Buffer =>
+      Buffer.from(EnableServiceAccountRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): EnableServiceAccountRequest => EnableServiceAccountRequest.decode(value),
+    responseSerialize: (value: EnableServiceAccountResponse): Buffer =>
+      Buffer.from(EnableServiceAccountResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): EnableServiceAccountResponse => EnableServiceAccountResponse.decode(value),
+  },
+  /** Deletes a service account for good; as disable, and final. Idempotent. */
+  deleteServiceAccount: {
+    path: "/spool.auth.v1.AuthService/DeleteServiceAccount" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteServiceAccountRequest): Buffer =>
+      Buffer.from(DeleteServiceAccountRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteServiceAccountRequest => DeleteServiceAccountRequest.decode(value),
+    responseSerialize: (value: DeleteServiceAccountResponse): Buffer =>
+      Buffer.from(DeleteServiceAccountResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteServiceAccountResponse => DeleteServiceAccountResponse.decode(value),
   },
   /**
    * RFC 7662 semantics: `active` plus claims; an inactive token says nothing else.
@@ -4851,6 +6734,24 @@ export const AuthServiceService = {
     responseSerialize: (value: IntrospectTokenResponse): Buffer =>
       Buffer.from(IntrospectTokenResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): IntrospectTokenResponse => IntrospectTokenResponse.decode(value),
+  },
+  /**
+   * Who the caller is. Any authenticated caller, user or service token; there is
+   * no input, so it answers about the caller only. Returns what the token says
+   * (kind, subject, organisation, session for a user, roles, scopes, expiry) and
+   * the caller's record as the log has it now: the user (email, display name,
+   * current roles) or the service account (name, every scope it holds). A token
+   * whose user or account has been disabled or deleted is UNAUTHENTICATED, the
+   * answer every service gives it within 1 s anyway; never NOT_FOUND.
+   */
+  whoAmI: {
+    path: "/spool.auth.v1.AuthService/WhoAmI" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: WhoAmIRequest): Buffer => Buffer.from(WhoAmIRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WhoAmIRequest => WhoAmIRequest.decode(value),
+    responseSerialize: (value: WhoAmIResponse): Buffer => Buffer.from(WhoAmIResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WhoAmIResponse => WhoAmIResponse.decode(value),
   },
   /** Public. The public signing keys (JWKS). */
   getJwks: {
@@ -4955,13 +6856,74 @@ export interface AuthServiceServer extends UntypedServiceImplementation {
    * Requires owner or admin.
    */
   createServiceAccount: handleUnaryCall<CreateServiceAccountRequest, CreateServiceAccountResponse>;
-  /** Public. Client-credentials exchange: a short-lived access token for a service account. */
+  /**
+   * Public. Client-credentials exchange: a short-lived access token for a service account.
+   * Refused (UNAUTHENTICATED, the same answer as a wrong secret) for a disabled or
+   * deleted account; accepts the current secret and, until its overlap ends, the
+   * one it replaced.
+   */
   exchangeClientCredentials: handleUnaryCall<ExchangeClientCredentialsRequest, ExchangeClientCredentialsResponse>;
+  /**
+   * Disables a user: login and refresh are refused with the answer a wrong
+   * password gets, and the user's tokens and sessions stop working. Not on the
+   * caller (FAILED_PRECONDITION). Disabling a disabled user changes nothing.
+   */
+  disableUser: handleUnaryCall<DisableUserRequest, DisableUserResponse>;
+  /**
+   * Lets a disabled user log in again. Tokens and sessions from before the
+   * disabling stay refused. Enabling an enabled user changes nothing; a deleted
+   * user is NOT_FOUND.
+   */
+  enableUser: handleUnaryCall<EnableUserRequest, EnableUserResponse>;
+  /**
+   * Deletes a user for good (disabled or not): never logs in again, invisible to
+   * GetUser. Not on the caller (FAILED_PRECONDITION). The email stays claimed by
+   * the deleted user, so it cannot be given to a new user (ALREADY_EXISTS).
+   * Deleting a deleted user changes nothing.
+   */
+  deleteUser: handleUnaryCall<DeleteUserRequest, DeleteUserResponse>;
+  /**
+   * Sets another user's password (the password policy applies) and revokes
+   * every session and token of that user. For the caller's own password use
+   * ChangePassword (FAILED_PRECONDITION here). Works on a disabled user, who
+   * stays disabled.
+   */
+  resetUserPassword: handleUnaryCall<ResetUserPasswordRequest, ResetUserPasswordResponse>;
+  /**
+   * Replaces a service account's client secret; the new one is in this response
+   * only. The previous secret keeps exchanging for `overlap_seconds` (0, the
+   * default, ends it at once; at most 7 days); only the immediately previous
+   * secret overlaps. Tokens already issued are not revoked (they expire within
+   * the service-token lifetime): disable the account to cut them off at once.
+   */
+  rotateServiceAccountSecret: handleUnaryCall<RotateServiceAccountSecretRequest, RotateServiceAccountSecretResponse>;
+  /**
+   * Disables a service account: exchanges are refused and every token it was
+   * issued is refused on every service within 1 s. Idempotent.
+   */
+  disableServiceAccount: handleUnaryCall<DisableServiceAccountRequest, DisableServiceAccountResponse>;
+  /**
+   * Lets a disabled service account exchange again (its old tokens stay refused).
+   * Idempotent; a deleted account is NOT_FOUND.
+   */
+  enableServiceAccount: handleUnaryCall<EnableServiceAccountRequest, EnableServiceAccountResponse>;
+  /** Deletes a service account for good; as disable, and final. Idempotent. */
+  deleteServiceAccount: handleUnaryCall<DeleteServiceAccountRequest, DeleteServiceAccountResponse>;
   /**
    * RFC 7662 semantics: `active` plus claims; an inactive token says nothing else.
    * Requires a service token with scope "auth:introspect", or an admin.
    */
   introspectToken: handleUnaryCall<IntrospectTokenRequest, IntrospectTokenResponse>;
+  /**
+   * Who the caller is. Any authenticated caller, user or service token; there is
+   * no input, so it answers about the caller only. Returns what the token says
+   * (kind, subject, organisation, session for a user, roles, scopes, expiry) and
+   * the caller's record as the log has it now: the user (email, display name,
+   * current roles) or the service account (name, every scope it holds). A token
+   * whose user or account has been disabled or deleted is UNAUTHENTICATED, the
+   * answer every service gives it within 1 s anyway; never NOT_FOUND.
+   */
+  whoAmI: handleUnaryCall<WhoAmIRequest, WhoAmIResponse>;
   /** Public. The public signing keys (JWKS). */
   getJwks: handleUnaryCall<GetJwksRequest, GetJwksResponse>;
   /**
@@ -5199,7 +7161,12 @@ export interface AuthServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: CreateServiceAccountResponse) => void,
   ): ClientUnaryCall;
-  /** Public. Client-credentials exchange: a short-lived access token for a service account. */
+  /**
+   * Public. Client-credentials exchange: a short-lived access token for a service account.
+   * Refused (UNAUTHENTICATED, the same answer as a wrong secret) for a disabled or
+   * deleted account; accepts the current secret and, until its overlap ends, the
+   * one it replaced.
+   */
   exchangeClientCredentials(
     request: ExchangeClientCredentialsRequest,
     callback: (error: ServiceError | null, response: ExchangeClientCredentialsResponse) => void,
@@ -5214,6 +7181,164 @@ export interface AuthServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ExchangeClientCredentialsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Disables a user: login and refresh are refused with the answer a wrong
+   * password gets, and the user's tokens and sessions stop working. Not on the
+   * caller (FAILED_PRECONDITION). Disabling a disabled user changes nothing.
+   */
+  disableUser(
+    request: DisableUserRequest,
+    callback: (error: ServiceError | null, response: DisableUserResponse) => void,
+  ): ClientUnaryCall;
+  disableUser(
+    request: DisableUserRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DisableUserResponse) => void,
+  ): ClientUnaryCall;
+  disableUser(
+    request: DisableUserRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DisableUserResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lets a disabled user log in again. Tokens and sessions from before the
+   * disabling stay refused. Enabling an enabled user changes nothing; a deleted
+   * user is NOT_FOUND.
+   */
+  enableUser(
+    request: EnableUserRequest,
+    callback: (error: ServiceError | null, response: EnableUserResponse) => void,
+  ): ClientUnaryCall;
+  enableUser(
+    request: EnableUserRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EnableUserResponse) => void,
+  ): ClientUnaryCall;
+  enableUser(
+    request: EnableUserRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EnableUserResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Deletes a user for good (disabled or not): never logs in again, invisible to
+   * GetUser. Not on the caller (FAILED_PRECONDITION). The email stays claimed by
+   * the deleted user, so it cannot be given to a new user (ALREADY_EXISTS).
+   * Deleting a deleted user changes nothing.
+   */
+  deleteUser(
+    request: DeleteUserRequest,
+    callback: (error: ServiceError | null, response: DeleteUserResponse) => void,
+  ): ClientUnaryCall;
+  deleteUser(
+    request: DeleteUserRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteUserResponse) => void,
+  ): ClientUnaryCall;
+  deleteUser(
+    request: DeleteUserRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteUserResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Sets another user's password (the password policy applies) and revokes
+   * every session and token of that user. For the caller's own password use
+   * ChangePassword (FAILED_PRECONDITION here). Works on a disabled user, who
+   * stays disabled.
+   */
+  resetUserPassword(
+    request: ResetUserPasswordRequest,
+    callback: (error: ServiceError | null, response: ResetUserPasswordResponse) => void,
+  ): ClientUnaryCall;
+  resetUserPassword(
+    request: ResetUserPasswordRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ResetUserPasswordResponse) => void,
+  ): ClientUnaryCall;
+  resetUserPassword(
+    request: ResetUserPasswordRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ResetUserPasswordResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Replaces a service account's client secret; the new one is in this response
+   * only. The previous secret keeps exchanging for `overlap_seconds` (0, the
+   * default, ends it at once; at most 7 days); only the immediately previous
+   * secret overlaps. Tokens already issued are not revoked (they expire within
+   * the service-token lifetime): disable the account to cut them off at once.
+   */
+  rotateServiceAccountSecret(
+    request: RotateServiceAccountSecretRequest,
+    callback: (error: ServiceError | null, response: RotateServiceAccountSecretResponse) => void,
+  ): ClientUnaryCall;
+  rotateServiceAccountSecret(
+    request: RotateServiceAccountSecretRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RotateServiceAccountSecretResponse) => void,
+  ): ClientUnaryCall;
+  rotateServiceAccountSecret(
+    request: RotateServiceAccountSecretRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RotateServiceAccountSecretResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Disables a service account: exchanges are refused and every token it was
+   * issued is refused on every service within 1 s. Idempotent.
+   */
+  disableServiceAccount(
+    request: DisableServiceAccountRequest,
+    callback: (error: ServiceError | null, response: DisableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  disableServiceAccount(
+    request: DisableServiceAccountRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DisableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  disableServiceAccount(
+    request: DisableServiceAccountRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DisableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Lets a disabled service account exchange again (its old tokens stay refused).
+   * Idempotent; a deleted account is NOT_FOUND.
+   */
+  enableServiceAccount(
+    request: EnableServiceAccountRequest,
+    callback: (error: ServiceError | null, response: EnableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  enableServiceAccount(
+    request: EnableServiceAccountRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: EnableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  enableServiceAccount(
+    request: EnableServiceAccountRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: EnableServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  /** Deletes a service account for good; as disable, and final. Idempotent. */
+  deleteServiceAccount(
+    request: DeleteServiceAccountRequest,
+    callback: (error: ServiceError | null, response: DeleteServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  deleteServiceAccount(
+    request: DeleteServiceAccountRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteServiceAccountResponse) => void,
+  ): ClientUnaryCall;
+  deleteServiceAccount(
+    request: DeleteServiceAccountRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteServiceAccountResponse) => void,
   ): ClientUnaryCall;
   /**
    * RFC 7662 semantics: `active` plus claims; an inactive token says nothing else.
@@ -5233,6 +7358,30 @@ export interface AuthServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: IntrospectTokenResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Who the caller is. Any authenticated caller, user or service token; there is
+   * no input, so it answers about the caller only. Returns what the token says
+   * (kind, subject, organisation, session for a user, roles, scopes, expiry) and
+   * the caller's record as the log has it now: the user (email, display name,
+   * current roles) or the service account (name, every scope it holds). A token
+   * whose user or account has been disabled or deleted is UNAUTHENTICATED, the
+   * answer every service gives it within 1 s anyway; never NOT_FOUND.
+   */
+  whoAmI(
+    request: WhoAmIRequest,
+    callback: (error: ServiceError | null, response: WhoAmIResponse) => void,
+  ): ClientUnaryCall;
+  whoAmI(
+    request: WhoAmIRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WhoAmIResponse) => void,
+  ): ClientUnaryCall;
+  whoAmI(
+    request: WhoAmIRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WhoAmIResponse) => void,
   ): ClientUnaryCall;
   /** Public. The public signing keys (JWKS). */
   getJwks(

@@ -63,6 +63,36 @@ export interface PasswordChanged {
   keptSessionId: string;
 }
 
+/** An owner or admin disabled the user: no login or refresh until UserEnabled. */
+export interface UserDisabled {
+  userId: string;
+  orgId: string;
+  disabledBy: string;
+}
+
+/** A disabled user may log in again. Tokens refused by the disabling stay refused. */
+export interface UserEnabled {
+  userId: string;
+  orgId: string;
+  enabledBy: string;
+}
+
+/** The user is gone for good. The email claim (auth.email.*) stays with it. */
+export interface UserDeleted {
+  userId: string;
+  orgId: string;
+  deletedBy: string;
+}
+
+/** An owner or admin set the user's password; every session and token of the user is refused. */
+export interface UserPasswordReset {
+  userId: string;
+  orgId: string;
+  /** argon2id PHC string (parameters, salt, hash). */
+  passwordHash: string;
+  resetBy: string;
+}
+
 /** Subject auth.session.<session_id>. A session is one refresh-token family. */
 export interface SessionStarted {
   sessionId: string;
@@ -99,7 +129,11 @@ export interface SessionRevoked {
   sessionId: string;
   userId: string;
   orgId: string;
-  /** "logout", "admin", "reuse", "password_changed", "user_sessions_revoked". */
+  /**
+   * "logout", "admin", "reuse", "password_changed", "user_sessions_revoked",
+   * "user_disabled", "user_deleted", "password_reset", "user_withdrawn" (a login
+   * or refresh that raced a withdrawal).
+   */
   reason: string;
   /** Principal that revoked it (user or admin id), empty for the system. */
   revokedBy: string;
@@ -121,9 +155,42 @@ export interface ServiceAccountCreated {
   createdBy: string;
 }
 
+/**
+ * No exchange until ServiceAccountEnabled; every token of the account issued up
+ * to this event is refused (subject not-before, as for UserDisabled).
+ */
 export interface ServiceAccountDisabled {
   serviceAccountId: string;
   disabledBy: string;
+  /** The account's organisation (for audit). */
+  orgId: string;
+}
+
+export interface ServiceAccountEnabled {
+  serviceAccountId: string;
+  orgId: string;
+  enabledBy: string;
+}
+
+/** Final; refuses the account's tokens as ServiceAccountDisabled does. */
+export interface ServiceAccountDeleted {
+  serviceAccountId: string;
+  orgId: string;
+  deletedBy: string;
+}
+
+/**
+ * A new client secret replaces the current one; the replaced secret keeps
+ * exchanging until previous_valid_until_ms (0: not at all). Only the
+ * immediately previous secret overlaps.
+ */
+export interface ServiceAccountSecretRotated {
+  serviceAccountId: string;
+  orgId: string;
+  /** "sha256:" + hex digest of the new client secret. */
+  secretHash: string;
+  previousValidUntilMs: bigint;
+  rotatedBy: string;
 }
 
 /** Subject auth.keys: the signing key ring. */
@@ -133,7 +200,7 @@ export interface SigningKeyCreated {
   alg: string;
   /** Public key as a JWK JSON object. */
   publicJwk: string;
-  /** PKCS#8 private key sealed with the master key (AES-256-GCM, associated data = kid). */
+  /** PKCS#8 private key sealed with the master key (AES-256-GCM, associated data = "signing-key:<kid>"). */
   sealedPrivateKey: Buffer;
   /** Id of the master key that sealed it. */
   masterKeyId: string;
@@ -926,6 +993,478 @@ export const PasswordChanged: MessageFns<PasswordChanged> = {
     message.userId = object.userId ?? "";
     message.passwordHash = object.passwordHash ?? "";
     message.keptSessionId = object.keptSessionId ?? "";
+    return message;
+  },
+};
+
+function createBaseUserDisabled(): UserDisabled {
+  return { userId: "", orgId: "", disabledBy: "" };
+}
+
+export const UserDisabled: MessageFns<UserDisabled> = {
+  encode(message: UserDisabled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.disabledBy !== "") {
+      writer.uint32(26).string(message.disabledBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserDisabled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserDisabled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.disabledBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UserDisabled {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      disabledBy: isSet(object.disabledBy)
+        ? globalThis.String(object.disabledBy)
+        : isSet(object.disabled_by)
+        ? globalThis.String(object.disabled_by)
+        : "",
+    };
+  },
+
+  toJSON(message: UserDisabled): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.disabledBy !== "") {
+      obj.disabledBy = message.disabledBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UserDisabled>): UserDisabled {
+    return UserDisabled.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserDisabled>): UserDisabled {
+    const message = createBaseUserDisabled();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.disabledBy = object.disabledBy ?? "";
+    return message;
+  },
+};
+
+function createBaseUserEnabled(): UserEnabled {
+  return { userId: "", orgId: "", enabledBy: "" };
+}
+
+export const UserEnabled: MessageFns<UserEnabled> = {
+  encode(message: UserEnabled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.enabledBy !== "") {
+      writer.uint32(26).string(message.enabledBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserEnabled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserEnabled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.enabledBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UserEnabled {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      enabledBy: isSet(object.enabledBy)
+        ? globalThis.String(object.enabledBy)
+        : isSet(object.enabled_by)
+        ? globalThis.String(object.enabled_by)
+        : "",
+    };
+  },
+
+  toJSON(message: UserEnabled): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.enabledBy !== "") {
+      obj.enabledBy = message.enabledBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UserEnabled>): UserEnabled {
+    return UserEnabled.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserEnabled>): UserEnabled {
+    const message = createBaseUserEnabled();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.enabledBy = object.enabledBy ?? "";
+    return message;
+  },
+};
+
+function createBaseUserDeleted(): UserDeleted {
+  return { userId: "", orgId: "", deletedBy: "" };
+}
+
+export const UserDeleted: MessageFns<UserDeleted> = {
+  encode(message: UserDeleted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.deletedBy !== "") {
+      writer.uint32(26).string(message.deletedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserDeleted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserDeleted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.deletedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UserDeleted {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      deletedBy: isSet(object.deletedBy)
+        ? globalThis.String(object.deletedBy)
+        : isSet(object.deleted_by)
+        ? globalThis.String(object.deleted_by)
+        : "",
+    };
+  },
+
+  toJSON(message: UserDeleted): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.deletedBy !== "") {
+      obj.deletedBy = message.deletedBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UserDeleted>): UserDeleted {
+    return UserDeleted.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserDeleted>): UserDeleted {
+    const message = createBaseUserDeleted();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.deletedBy = object.deletedBy ?? "";
+    return message;
+  },
+};
+
+function createBaseUserPasswordReset(): UserPasswordReset {
+  return { userId: "", orgId: "", passwordHash: "", resetBy: "" };
+}
+
+export const UserPasswordReset: MessageFns<UserPasswordReset> = {
+  encode(message: UserPasswordReset, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.userId !== "") {
+      writer.uint32(10).string(message.userId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.passwordHash !== "") {
+      writer.uint32(26).string(message.passwordHash);
+    }
+    if (message.resetBy !== "") {
+      writer.uint32(34).string(message.resetBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserPasswordReset {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUserPasswordReset();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.userId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.passwordHash = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.resetBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UserPasswordReset {
+    return {
+      userId: isSet(object.userId)
+        ? globalThis.String(object.userId)
+        : isSet(object.user_id)
+        ? globalThis.String(object.user_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      passwordHash: isSet(object.passwordHash)
+        ? globalThis.String(object.passwordHash)
+        : isSet(object.password_hash)
+        ? globalThis.String(object.password_hash)
+        : "",
+      resetBy: isSet(object.resetBy)
+        ? globalThis.String(object.resetBy)
+        : isSet(object.reset_by)
+        ? globalThis.String(object.reset_by)
+        : "",
+    };
+  },
+
+  toJSON(message: UserPasswordReset): unknown {
+    const obj: any = {};
+    if (message.userId !== "") {
+      obj.userId = message.userId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.passwordHash !== "") {
+      obj.passwordHash = message.passwordHash;
+    }
+    if (message.resetBy !== "") {
+      obj.resetBy = message.resetBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UserPasswordReset>): UserPasswordReset {
+    return UserPasswordReset.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserPasswordReset>): UserPasswordReset {
+    const message = createBaseUserPasswordReset();
+    message.userId = object.userId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.passwordHash = object.passwordHash ?? "";
+    message.resetBy = object.resetBy ?? "";
     return message;
   },
 };
@@ -1804,7 +2343,7 @@ export const ServiceAccountCreated: MessageFns<ServiceAccountCreated> = {
 };
 
 function createBaseServiceAccountDisabled(): ServiceAccountDisabled {
-  return { serviceAccountId: "", disabledBy: "" };
+  return { serviceAccountId: "", disabledBy: "", orgId: "" };
 }
 
 export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
@@ -1814,6 +2353,9 @@ export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
     }
     if (message.disabledBy !== "") {
       writer.uint32(18).string(message.disabledBy);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(26).string(message.orgId);
     }
     return writer;
   },
@@ -1847,6 +2389,14 @@ export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
             message.disabledBy = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1871,6 +2421,11 @@ export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
         : isSet(object.disabled_by)
         ? globalThis.String(object.disabled_by)
         : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
     };
   },
 
@@ -1882,6 +2437,9 @@ export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
     if (message.disabledBy !== "") {
       obj.disabledBy = message.disabledBy;
     }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
     return obj;
   },
 
@@ -1892,6 +2450,391 @@ export const ServiceAccountDisabled: MessageFns<ServiceAccountDisabled> = {
     const message = createBaseServiceAccountDisabled();
     message.serviceAccountId = object.serviceAccountId ?? "";
     message.disabledBy = object.disabledBy ?? "";
+    message.orgId = object.orgId ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceAccountEnabled(): ServiceAccountEnabled {
+  return { serviceAccountId: "", orgId: "", enabledBy: "" };
+}
+
+export const ServiceAccountEnabled: MessageFns<ServiceAccountEnabled> = {
+  encode(message: ServiceAccountEnabled, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.enabledBy !== "") {
+      writer.uint32(26).string(message.enabledBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceAccountEnabled {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceAccountEnabled();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.enabledBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceAccountEnabled {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      enabledBy: isSet(object.enabledBy)
+        ? globalThis.String(object.enabledBy)
+        : isSet(object.enabled_by)
+        ? globalThis.String(object.enabled_by)
+        : "",
+    };
+  },
+
+  toJSON(message: ServiceAccountEnabled): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.enabledBy !== "") {
+      obj.enabledBy = message.enabledBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceAccountEnabled>): ServiceAccountEnabled {
+    return ServiceAccountEnabled.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceAccountEnabled>): ServiceAccountEnabled {
+    const message = createBaseServiceAccountEnabled();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.enabledBy = object.enabledBy ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceAccountDeleted(): ServiceAccountDeleted {
+  return { serviceAccountId: "", orgId: "", deletedBy: "" };
+}
+
+export const ServiceAccountDeleted: MessageFns<ServiceAccountDeleted> = {
+  encode(message: ServiceAccountDeleted, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.deletedBy !== "") {
+      writer.uint32(26).string(message.deletedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceAccountDeleted {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceAccountDeleted();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.deletedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceAccountDeleted {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      deletedBy: isSet(object.deletedBy)
+        ? globalThis.String(object.deletedBy)
+        : isSet(object.deleted_by)
+        ? globalThis.String(object.deleted_by)
+        : "",
+    };
+  },
+
+  toJSON(message: ServiceAccountDeleted): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.deletedBy !== "") {
+      obj.deletedBy = message.deletedBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceAccountDeleted>): ServiceAccountDeleted {
+    return ServiceAccountDeleted.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceAccountDeleted>): ServiceAccountDeleted {
+    const message = createBaseServiceAccountDeleted();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.deletedBy = object.deletedBy ?? "";
+    return message;
+  },
+};
+
+function createBaseServiceAccountSecretRotated(): ServiceAccountSecretRotated {
+  return { serviceAccountId: "", orgId: "", secretHash: "", previousValidUntilMs: 0n, rotatedBy: "" };
+}
+
+export const ServiceAccountSecretRotated: MessageFns<ServiceAccountSecretRotated> = {
+  encode(message: ServiceAccountSecretRotated, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.serviceAccountId !== "") {
+      writer.uint32(10).string(message.serviceAccountId);
+    }
+    if (message.orgId !== "") {
+      writer.uint32(18).string(message.orgId);
+    }
+    if (message.secretHash !== "") {
+      writer.uint32(26).string(message.secretHash);
+    }
+    if (message.previousValidUntilMs !== 0n) {
+      if (BigInt.asIntN(64, message.previousValidUntilMs) !== message.previousValidUntilMs) {
+        throw new globalThis.Error("value provided for field message.previousValidUntilMs of type int64 too large");
+      }
+      writer.uint32(32).int64(message.previousValidUntilMs);
+    }
+    if (message.rotatedBy !== "") {
+      writer.uint32(42).string(message.rotatedBy);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ServiceAccountSecretRotated {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseServiceAccountSecretRotated();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.serviceAccountId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.orgId = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.secretHash = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.previousValidUntilMs = reader.int64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.rotatedBy = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ServiceAccountSecretRotated {
+    return {
+      serviceAccountId: isSet(object.serviceAccountId)
+        ? globalThis.String(object.serviceAccountId)
+        : isSet(object.service_account_id)
+        ? globalThis.String(object.service_account_id)
+        : "",
+      orgId: isSet(object.orgId)
+        ? globalThis.String(object.orgId)
+        : isSet(object.org_id)
+        ? globalThis.String(object.org_id)
+        : "",
+      secretHash: isSet(object.secretHash)
+        ? globalThis.String(object.secretHash)
+        : isSet(object.secret_hash)
+        ? globalThis.String(object.secret_hash)
+        : "",
+      previousValidUntilMs: isSet(object.previousValidUntilMs)
+        ? BigInt(object.previousValidUntilMs)
+        : isSet(object.previous_valid_until_ms)
+        ? BigInt(object.previous_valid_until_ms)
+        : 0n,
+      rotatedBy: isSet(object.rotatedBy)
+        ? globalThis.String(object.rotatedBy)
+        : isSet(object.rotated_by)
+        ? globalThis.String(object.rotated_by)
+        : "",
+    };
+  },
+
+  toJSON(message: ServiceAccountSecretRotated): unknown {
+    const obj: any = {};
+    if (message.serviceAccountId !== "") {
+      obj.serviceAccountId = message.serviceAccountId;
+    }
+    if (message.orgId !== "") {
+      obj.orgId = message.orgId;
+    }
+    if (message.secretHash !== "") {
+      obj.secretHash = message.secretHash;
+    }
+    if (message.previousValidUntilMs !== 0n) {
+      obj.previousValidUntilMs = message.previousValidUntilMs.toString();
+    }
+    if (message.rotatedBy !== "") {
+      obj.rotatedBy = message.rotatedBy;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ServiceAccountSecretRotated>): ServiceAccountSecretRotated {
+    return ServiceAccountSecretRotated.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ServiceAccountSecretRotated>): ServiceAccountSecretRotated {
+    const message = createBaseServiceAccountSecretRotated();
+    message.serviceAccountId = object.serviceAccountId ?? "";
+    message.orgId = object.orgId ?? "";
+    message.secretHash = object.secretHash ?? "";
+    message.previousValidUntilMs = (object.previousValidUntilMs !== undefined && object.previousValidUntilMs !== null)
+      ? BigInt(object.previousValidUntilMs)
+      : 0n;
+    message.rotatedBy = object.rotatedBy ?? "";
     return message;
   },
 };

@@ -154,16 +154,30 @@ export function failureReasonToJSON(object: FailureReason): string {
   }
 }
 
+/** One turn of the conversation a generation answers. */
 export interface Message {
   /** "system", "user", "assistant" or "tool". */
   role: string;
+  /**
+   * Required for every role: a message carries only its text, so one that is
+   * empty or only whitespace is INVALID_ARGUMENT (field messages[i].content).
+   * At most 100,000 characters (server setting SPOOL_MAX_MESSAGE_CHARS).
+   */
   content: string;
 }
 
 export interface Parameters {
   /** Unset fields take the model's defaults. */
   temperature?: number | undefined;
-  topP?: number | undefined;
+  topP?:
+    | number
+    | undefined;
+  /**
+   * 1 to 1,000,000. The built-in model ("builtin") writes exactly this many
+   * tokens, up to its ceiling (server setting SPOOL_BUILTIN_MAX_TOKENS, 8192
+   * by default; beyond it the completion is cut there); unset, it writes its
+   * default length (SPOOL_BUILTIN_LENGTH, 200 by default).
+   */
   maxTokens?: number | undefined;
 }
 
@@ -193,14 +207,32 @@ export interface Generation {
   lastSequence: bigint;
 }
 
+/**
+ * Bad fields are INVALID_ARGUMENT with a field violation each (proto field
+ * paths, e.g. "messages[2].content"); nothing is stored or started.
+ */
 export interface StartGenerationRequest {
-  /** Idempotency key chosen by the client (1-128 characters), per user. */
+  /**
+   * Idempotency key chosen by the client, per user: 1-128 characters, each a
+   * letter (A-Z, a-z), digit, '_' or '-'.
+   */
   clientRequestId: string;
+  /** One of the models this deployment serves ("builtin" always). */
   model: string;
+  /**
+   * The conversation so far, oldest first: 1 to 256 messages (server setting
+   * SPOOL_MAX_MESSAGES), at most 500,000 characters of content in all
+   * (SPOOL_MAX_TOTAL_CHARS). The last is the one answered, so it is from
+   * "user" or "tool" (INVALID_ARGUMENT on messages[last].role otherwise).
+   */
   messages: Message[];
-  parameters?: Parameters | undefined;
+  parameters?:
+    | Parameters
+    | undefined;
+  /** At most 100 each; ids as for client_request_id. */
   toolIds: string[];
   fileIds: string[];
+  /** Optional; when set, as for client_request_id. */
   conversationId: string;
 }
 
@@ -4006,7 +4038,11 @@ export const GenerationServiceService = {
       Buffer.from(GetGenerationResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetGenerationResponse => GetGenerationResponse.decode(value),
   },
-  /** The caller's generations, newest first, with independent filters. */
+  /**
+   * The caller's own generations, newest first, with independent filters.
+   * Only the caller's, whatever its role: an owner or admin reaches a
+   * colleague's generation by id (Get, Follow, Cancel), not by listing.
+   */
   listGenerations: {
     path: "/spool.generation.v1.GenerationService/ListGenerations" as const,
     requestStream: false as const,
@@ -4084,7 +4120,11 @@ export interface GenerationServiceServer extends UntypedServiceImplementation {
    * has removed the output events.
    */
   getGeneration: handleUnaryCall<GetGenerationRequest, GetGenerationResponse>;
-  /** The caller's generations, newest first, with independent filters. */
+  /**
+   * The caller's own generations, newest first, with independent filters.
+   * Only the caller's, whatever its role: an owner or admin reaches a
+   * colleague's generation by id (Get, Follow, Cancel), not by listing.
+   */
   listGenerations: handleUnaryCall<ListGenerationsRequest, ListGenerationsResponse>;
   /** Idempotent: cancelling a finished or cancelled generation changes nothing. */
   cancelGeneration: handleUnaryCall<CancelGenerationRequest, CancelGenerationResponse>;
@@ -4158,7 +4198,11 @@ export interface GenerationServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetGenerationResponse) => void,
   ): ClientUnaryCall;
-  /** The caller's generations, newest first, with independent filters. */
+  /**
+   * The caller's own generations, newest first, with independent filters.
+   * Only the caller's, whatever its role: an owner or admin reaches a
+   * colleague's generation by id (Get, Follow, Cancel), not by listing.
+   */
   listGenerations(
     request: ListGenerationsRequest,
     callback: (error: ServiceError | null, response: ListGenerationsResponse) => void,
