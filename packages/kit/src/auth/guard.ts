@@ -3,12 +3,14 @@ import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import type { CallContext } from "../grpc/context.js";
 import type { AsyncService } from "../grpc/handlers.js";
 import { hasRole, hasScope, type Principal } from "./principal.js";
+import { ADMIN_SCOPE, OPERATOR_SCOPE } from "./scopes.js";
 import type { TokenVerifier } from "./verifier.js";
 
 /**
  * Who may call a method. `public` methods take no token. Otherwise a verified
  * access token is required, of the given kind, holding one of `roles` (exact
  * match) or one of `scopes`; with neither listed, any verified caller passes.
+ * Roles are organisation roles of a user: they count only on user tokens.
  */
 export type MethodPolicy =
   | { public: true }
@@ -49,7 +51,8 @@ export function authorize(principal: Principal, policy: Exclude<MethodPolicy, { 
   const roles = policy.roles ?? [];
   const scopes = policy.scopes ?? [];
   if (roles.length === 0 && scopes.length === 0) return;
-  if (hasRole(principal, ...roles) || hasScope(principal, ...scopes)) return;
+  // The auth service never puts roles in a service token; refusing them here keeps it so.
+  if ((principal.kind === "user" && hasRole(principal, ...roles)) || hasScope(principal, ...scopes)) return;
   throw new PermissionDeniedError();
 }
 
@@ -88,18 +91,29 @@ export function guarded<D extends Record<string, unknown>>(
   return out as AsyncService<D>;
 }
 
-/** Scope a service token needs for the admin RPCs (projections, dead letters). */
-export const ADMIN_SCOPE = "spool:admin";
-
 /**
- * Authorizer for the admin service every service mounts: platform operators
- * (scope auth:operator) and service tokens holding spool:admin.
+ * A platform-wide administrator, trusted by every service's AdminService
+ * (projections and dead letters of every organisation). Only principals whose
+ * privilege no organisation can mint:
+ * - a platform operator: a user token with auth:operator (auth puts it only in
+ *   tokens of users created with the operator flag, i.e. the bootstrap admin);
+ * - a platform admin service token with spool:admin (auth grants it only to
+ *   service accounts an operator created, and drops it at exchange otherwise).
+ * The kind is checked too, so neither scope counts on the other kind of token.
  */
+export function isPlatformAdmin(principal: Principal): boolean {
+  return (
+    (principal.kind === "user" && hasScope(principal, OPERATOR_SCOPE)) ||
+    (principal.kind === "service" && hasScope(principal, ADMIN_SCOPE))
+  );
+}
+
+/** Authorizer for the admin service every service mounts: platform admins only (isPlatformAdmin). */
 export function requireAdmin(verifier: TokenVerifier): (ctx: CallContext) => Promise<void> {
   return async (ctx) => {
     const token = bearerToken(ctx.metadata);
     if (!token) throw new UnauthenticatedError("an access token is required");
     const principal = await verifier.verify(token);
-    if (!hasScope(principal, "auth:operator", ADMIN_SCOPE)) throw new PermissionDeniedError();
+    if (!isPlatformAdmin(principal)) throw new PermissionDeniedError();
   };
 }

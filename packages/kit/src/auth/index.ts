@@ -2,4 +2,5 @@ export * from "./guard.js";
 export * from "./jwks.js";
 export * from "./principal.js";
 export * from "./revocations.js";
+export * from "./scopes.js";
 export * from "./verifier.js";
