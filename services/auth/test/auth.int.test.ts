@@ -1,5 +1,10 @@
 import { status } from "@grpc/grpc-js";
-import { type AuthServiceClient, Role } from "@spool/proto/spool/auth/v1/auth.js";
+import {
+  type AuthServiceClient,
+  PrincipalKind,
+  Role,
+  WhoAmIResponse,
+} from "@spool/proto/spool/auth/v1/auth.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { call, codeOf, startTestAuth, type TestAuth } from "./harness.js";
@@ -232,6 +237,27 @@ describe("throttling", () => {
     );
     expect(audit.events).toBeDefined();
   });
+
+  it("the per-account hourly limit is a rate: its retry-after-ms is the time until one attempt is earned back", async () => {
+    const { owner } = await orgWithOwner("hourly");
+    // Another instance on the same log, allowing 3 failures per account per hour.
+    const strict = await startTestAuth(infra(), {}, { ...auth.env, SPOOL_THROTTLE_ACCOUNT_PER_HOUR: "3" });
+    try {
+      const s = strict.client;
+      const attempt = (password: string) =>
+        call(s.login, s, { email: owner.email, password }).catch((e) => e);
+      for (let i = 0; i < 3; i++)
+        expect((await attempt("wrong password number one")).code).toBe(status.UNAUTHENTICATED);
+      const refused = await attempt(owner.password);
+      expect(refused.code).toBe(status.RESOURCE_EXHAUSTED);
+      // 3 per hour: one comes back every 20 minutes (a fixed window answered "until the hour is over").
+      const retry = Number(refused.metadata.get("retry-after-ms")[0]);
+      expect(retry).toBeLessThanOrEqual(1_200_000);
+      expect(retry).toBeGreaterThan(1_200_000 - 60_000);
+    } finally {
+      await strict.stop();
+    }
+  });
 });
 
 describe("logout and admin revocation", () => {
@@ -420,5 +446,88 @@ describe("audit", () => {
         ),
       ),
     ).toBe(status.INVALID_ARGUMENT);
+  });
+});
+
+describe("WhoAmI", () => {
+  it("answers every authenticated caller about itself: a user and a service account each see themselves, nothing of anyone else", async () => {
+    const { ownerToken, ownerUser } = await orgWithOwner("whoami");
+    const member = { email: "member@whoami.test", password: "member password is long enough" };
+    await call(
+      c.createUser,
+      c,
+      { email: member.email, displayName: "Member M", password: member.password, roles: [Role.ROLE_MEMBER] },
+      ownerToken,
+    );
+    const memberLogin = await login(member.email, member.password);
+    const memberId = memberLogin.user!.userId;
+    const sa = await call(
+      c.createServiceAccount,
+      c,
+      { name: "whoami-worker", scopes: ["gen:produce", "gen:follow"] },
+      ownerToken,
+    );
+    const saId = sa.serviceAccount!.serviceAccountId;
+    const saToken = (
+      await call(c.exchangeClientCredentials, c, {
+        clientId: saId,
+        clientSecret: sa.clientSecret,
+        scopes: ["gen:follow"],
+      })
+    ).accessToken;
+
+    const me = await call(c.whoAmI, c, {}, memberLogin.tokens!.accessToken);
+    expect(me).toMatchObject({
+      kind: PrincipalKind.PRINCIPAL_KIND_USER,
+      subjectId: memberId,
+      orgId: ownerUser.orgId,
+      sessionId: memberLogin.tokens!.sessionId,
+      roles: [Role.ROLE_MEMBER],
+      scopes: [],
+      identity: {
+        $case: "user",
+        value: { userId: memberId, email: member.email, displayName: "Member M", disabled: false },
+      },
+    });
+    expect(Number(me.expiresAtMs)).toBeGreaterThan(Date.now());
+    const owner = await call(c.whoAmI, c, {}, ownerToken);
+    expect(owner).toMatchObject({
+      kind: PrincipalKind.PRINCIPAL_KIND_USER,
+      subjectId: ownerUser.userId,
+      roles: [Role.ROLE_OWNER],
+      identity: { $case: "user", value: { email: "owner@whoami.test", roles: [Role.ROLE_OWNER] } },
+    });
+    const svc = await call(c.whoAmI, c, {}, saToken);
+    expect(svc).toMatchObject({
+      kind: PrincipalKind.PRINCIPAL_KIND_SERVICE_ACCOUNT,
+      subjectId: saId,
+      orgId: ownerUser.orgId,
+      sessionId: "",
+      roles: [],
+      // The token's scopes (asked for at the exchange) and every scope the account holds.
+      scopes: ["gen:follow"],
+      identity: {
+        $case: "serviceAccount",
+        value: { serviceAccountId: saId, name: "whoami-worker", scopes: ["gen:produce", "gen:follow"] },
+      },
+    });
+    // There is no input to name anyone else: each answer holds its caller's id and no other's.
+    const ids = [memberId, ownerUser.userId, saId];
+    for (const [answer, self] of [
+      [me, memberId],
+      [owner, ownerUser.userId],
+      [svc, saId],
+    ] as const) {
+      const text = JSON.stringify(WhoAmIResponse.toJSON(answer));
+      expect(ids.filter((id) => text.includes(id))).toEqual([self]);
+    }
+    expect(await codeOf(call(c.whoAmI, c, {}))).toBe(status.UNAUTHENTICATED);
+    expect(await codeOf(call(c.whoAmI, c, {}, "garbage"))).toBe(status.UNAUTHENTICATED);
+
+    // A withdrawn caller's token is refused, never answered NOT_FOUND about itself.
+    await call(c.disableUser, c, { userId: memberId }, ownerToken);
+    expect(await codeOf(call(c.whoAmI, c, {}, memberLogin.tokens!.accessToken))).toBe(status.UNAUTHENTICATED);
+    await call(c.deleteServiceAccount, c, { serviceAccountId: saId }, ownerToken);
+    expect(await codeOf(call(c.whoAmI, c, {}, saToken))).toBe(status.UNAUTHENTICATED);
   });
 });

@@ -1,5 +1,6 @@
 import { baseConfigShape, ConfigError, loadConfig, secret } from "@spool/kit";
 import { z } from "zod";
+import { DEFAULT_BUILTIN_MAX_TOKENS } from "./providers/builtin.js";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 
@@ -15,8 +16,11 @@ export const genConfigShape = {
   GEN_OUTPUT_RETENTION_SECONDS: int(86_400, 60, 365 * 86_400),
   /** Generations a user may have queued or running at once. */
   LIMIT_MAX_ACTIVE: int(2, 1, 1_000),
+  /** Starts per window, as a rate: a burst of this many, then one per window / this (GCRA). */
   LIMIT_STARTS_PER_WINDOW: int(30, 1, 100_000),
   LIMIT_WINDOW_SECONDS: int(60, 1, 86_400),
+  /** Retry-after advised when every active slot is taken (a slot frees when a generation ends); 0 = none. */
+  LIMIT_ACTIVE_RETRY_MS: int(1_000, 0, 60_000),
   /** A producer's lease; renewed every third of it. A dead producer is noticed within about this long. */
   LEASE_MS: int(15_000, 1_000, 600_000),
   SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
@@ -30,9 +34,14 @@ export const genConfigShape = {
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),
-  /** The deterministic built-in model ("builtin"): tokens per second (0 = as fast as possible) and length. */
+  /**
+   * The deterministic built-in model ("builtin"): tokens per second (0 = as fast as possible), its
+   * length when a request sets no max_tokens, and the ceiling on a request's max_tokens (it writes
+   * exactly max_tokens tokens up to this; a larger max_tokens is cut here, finish reason "length").
+   */
   BUILTIN_TOKENS_PER_SECOND: int(50, 0, 1_000_000),
   BUILTIN_LENGTH: int(200, 1, 1_000_000),
+  BUILTIN_MAX_TOKENS: int(DEFAULT_BUILTIN_MAX_TOKENS, 1, 1_000_000),
   /** Models served only by external producers (ClaimGeneration), comma-separated. */
   EXTERNAL_MODELS: z.string().default(""),
   /** An OpenAI-compatible endpoint for built-in workers; unset = none. */
