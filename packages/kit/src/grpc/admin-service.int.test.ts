@@ -6,11 +6,14 @@ import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { FakeConsumer } from "../../test/grpc-fakes.js";
 import { callError, clientFor, unaryCall } from "../../test/grpc-probe.js";
+import { counterProjection, Ledger, slice } from "../../test/projector-counter.js";
 import { DeadLetterStore } from "../dead-letters.js";
 import { PermissionDeniedError } from "../errors.js";
 import { Headers } from "../events.js";
 import { createLogger } from "../logger.js";
+import { connectNats } from "../nats.js";
 import { createPool, type Sql } from "../postgres.js";
+import { Projector } from "../projector/index.js";
 import type { AdminAuthorizer } from "./admin-service.js";
 import { GrpcApp } from "./app.js";
 import { readErrorDetails } from "./status.js";
@@ -269,6 +272,84 @@ describe("dead letters", () => {
     const err = await callError(unaryCall(client, rpc.replayDeadLetter, { id: entry!.id }));
     expect(status[err.code]).toBe("FAILED_PRECONDITION");
     expect(err.details).toBe("consumer retired-projection does not run in this service");
+  });
+});
+
+describe("RebuildProjection over a real projector", () => {
+  it("lets exactly one of two parallel rebuilds start; the other is FAILED_PRECONDITION, as admin.proto says", async () => {
+    const nc = await connectNats({ url: infra().natsUrl, name: "admin-rebuild-test" });
+    const s = await slice(nc, infra(), "adminrebuild");
+    // Rebuild batches wait here, so the rebuild is still running when the calls arrive.
+    const gate = Promise.withResolvers<void>();
+    const p = new Projector(counterProjection().definition, {
+      store: s.store,
+      sql: s.sql,
+      deadLetters: s.deadLetters,
+      logger: createLogger({ service: "admin-rebuild-test", level: "silent" }),
+      batchSize: 5,
+      standbyRetryMs: 100,
+      pollIntervalMs: 100,
+      onBatchCommitted: (batch) => (batch.rebuild ? gate.promise : undefined),
+    });
+    const real = new GrpcApp({
+      name: "admin-rebuild-test",
+      logger: createLogger({ service: "admin-rebuild-test", level: "silent" }),
+      host: "127.0.0.1",
+      port: 0,
+      maxReceiveBytes: 1 << 20,
+      maxSendBytes: 1 << 20,
+      shutdownGraceMs: 2_000,
+    });
+    real.addConsumer(p).addAdminService({ deadLetters: s.deadLetters, authorize: () => {} });
+    const realClient = clientFor(`127.0.0.1:${await real.start()}`);
+    try {
+      const ledger = new Ledger();
+      await ledger.appendMany(s.store, 30, { parallel: 10 });
+      await p.start();
+      await p.waitFor(ledger.lastSequence, 10_000);
+
+      const rebuild = () => unaryCall(realClient, rpc.rebuildProjection, { name: "counter" });
+      const results = await Promise.allSettled([rebuild(), rebuild()]);
+      const ok = results.filter((r) => r.status === "fulfilled");
+      expect(ok).toHaveLength(1);
+      expect(ok[0]?.value.response.targetVersion).toBe(2);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      expect(status[(refused.reason as ServiceError).code]).toBe("FAILED_PRECONDITION");
+      expect((refused.reason as ServiceError).details).toContain("already rebuilding to version 2");
+      const third = await callError(rebuild());
+      expect(status[third.code]).toBe("FAILED_PRECONDITION");
+
+      // Once the rebuild has swapped in, the next one may start.
+      gate.resolve();
+      await expect
+        .poll(async () => (await p.status()).rebuild === undefined && (await p.status()).version === 2, {
+          timeout: 20_000,
+        })
+        .toBe(true);
+      expect((await rebuild()).response.targetVersion).toBe(3);
+    } finally {
+      realClient.close();
+      await real.stop("test over");
+      await s.sql.end();
+      await nc.close();
+    }
+  });
+});
+
+describe("request validation at the edge", () => {
+  it("refuses NUL and control characters in ListDeadLetters' consumer with INVALID_ARGUMENT naming it", async () => {
+    for (const consumer of ["orders\u0000", "or\u001bders", "\u202eorders"]) {
+      const err = await callError(
+        unaryCall(client, rpc.listDeadLetters, {
+          consumer,
+          includeReplayed: false,
+          pageSize: 0,
+          pageToken: "",
+        }),
+      );
+      expect(status[err.code]).toBe("INVALID_ARGUMENT");
+      expect(readErrorDetails(err.metadata).violations.map((v) => v.field)).toEqual(["consumer"]);
+    }
   });
 });
 

@@ -8,6 +8,7 @@ import {
 import { AdminServiceService } from "@spool/proto/spool/admin/v1/admin.js";
 import type { Registry } from "prom-client";
 import type { DeadLetterStore } from "../dead-letters.js";
+import { UnavailableError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { ManagedConsumer } from "../managed.js";
 import { type AdminAuthorizer, adminServiceHandlers, ConsumerRegistry } from "./admin-service.js";
@@ -15,6 +16,10 @@ import { type AsyncService, toGrpcHandlers } from "./handlers.js";
 import { consumerCheck, HEALTH_SERVICE_NAME, type HealthCheck, HealthMonitor } from "./health.js";
 import { grpcMetrics, serverInterceptor } from "./interceptor.js";
 import { createReflection, fileDescriptorsOf, spoolDescriptorSets } from "./reflection.js";
+import { toGrpcStatus } from "./status.js";
+
+/** The health hold between listen() and start(). */
+const STARTING = "starting";
 
 export interface GrpcAppOptions {
   /** The service's name, for logs. */
@@ -27,6 +32,12 @@ export interface GrpcAppOptions {
   maxReceiveBytes: number;
   /** Largest response message sent (grpc-js has no limit by default). */
   maxSendBytes: number;
+  /**
+   * Largest request metadata (headers: authorization and the rest, counted
+   * as an HTTP/2 header list) accepted; a larger call gets RESOURCE_EXHAUSTED
+   * alone (default 16 KiB, see DEFAULT_MAX_METADATA_BYTES).
+   */
+  maxMetadataBytes?: number;
   /** How long in-flight calls may take to finish once shutdown begins. */
   shutdownGraceMs: number;
   /** Longest a unary call may run whatever the client's deadline (default 30 s). */
@@ -56,13 +67,14 @@ export interface GrpcConfig {
   GRPC_MAX_SEND_BYTES: number;
   SHUTDOWN_GRACE_MS: number;
   GRPC_MAX_UNARY_MS?: number;
+  GRPC_MAX_METADATA_BYTES?: number;
 }
 
 export function grpcOptionsFromConfig(
   config: GrpcConfig,
 ): Pick<
   GrpcAppOptions,
-  "host" | "port" | "maxReceiveBytes" | "maxSendBytes" | "shutdownGraceMs" | "maxUnaryMs"
+  "host" | "port" | "maxReceiveBytes" | "maxSendBytes" | "shutdownGraceMs" | "maxUnaryMs" | "maxMetadataBytes"
 > {
   return {
     host: config.GRPC_HOST,
@@ -71,6 +83,9 @@ export function grpcOptionsFromConfig(
     maxSendBytes: config.GRPC_MAX_SEND_BYTES,
     shutdownGraceMs: config.SHUTDOWN_GRACE_MS,
     ...(config.GRPC_MAX_UNARY_MS !== undefined ? { maxUnaryMs: config.GRPC_MAX_UNARY_MS } : {}),
+    ...(config.GRPC_MAX_METADATA_BYTES !== undefined
+      ? { maxMetadataBytes: config.GRPC_MAX_METADATA_BYTES }
+      : {}),
   };
 }
 
@@ -94,6 +109,18 @@ const KEEPALIVE: ChannelOptions = {
   "grpc.keepalive_timeout_ms": 20_000,
 };
 
+/** gRPC C-core's hard limit on request metadata; a token is ~1 KiB. */
+export const DEFAULT_MAX_METADATA_BYTES = 16 * 1024;
+/**
+ * The largest header field HTTP/2's HPACK decoder in Node (nghttp2) accepts:
+ * a field whose encoded length exceeds it is a COMPRESSION_ERROR, which
+ * RFC 9113 §4.3 makes a connection error, so the server closes the whole
+ * connection before any call (or this kit) sees the headers. No server
+ * setting changes that; the header list size advertised below lets clients
+ * that honour it (grpc-go, grpc-java, C-core) refuse such a call locally.
+ */
+export const HPACK_FIELD_CEILING = 64 * 1024;
+
 /**
  * A gRPC server with the kit's interceptor, health, reflection and graceful
  * shutdown. Register services, checks, consumers and closers, then start().
@@ -109,6 +136,9 @@ export class GrpcApp {
   readonly #closers: Closer[] = [];
   readonly #stopping = new AbortController();
   #port: number | undefined;
+  #listening: Promise<number> | undefined;
+  /** Set by start(): until then registered services answer UNAVAILABLE (see listen()). */
+  #started = false;
   #stopped: Promise<StopResult> | undefined;
 
   constructor(options: GrpcAppOptions) {
@@ -130,6 +160,7 @@ export class GrpcApp {
           draining: () => this.#stopping.signal.aborted,
           maxUnaryMs: options.maxUnaryMs ?? 30_000,
           maxStreamMs: options.maxStreamMs ?? Number.POSITIVE_INFINITY,
+          maxMetadataBytes: options.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES,
           quietMethods: new Set([`/${HEALTH_SERVICE_NAME}/Check`, `/${HEALTH_SERVICE_NAME}/Watch`]),
         }),
       ],
@@ -173,9 +204,9 @@ export class GrpcApp {
 
   /** Adds grpc-js handlers as they are (client/bidi streaming); errors are the handler's business. */
   addGrpcService(definition: ServiceDefinition, handlers: UntypedServiceImplementation): this {
-    // Health names and reflection are fixed at start.
-    if (this.#port !== undefined) throw new Error("add services before start()");
-    this.server.addService(definition, handlers);
+    // Reflection is fixed at start.
+    if (this.#started) throw new Error("add services before start()");
+    this.server.addService(definition, this.#untilStarted(handlers));
     const name = serviceName(definition);
     this.#services.push(name);
     this.health.addService(name);
@@ -221,16 +252,35 @@ export class GrpcApp {
     return this;
   }
 
+  /**
+   * Binds the port early and answers health, NOT_SERVING ("starting"), while
+   * the service waits for its dependencies: probes and operators see it is
+   * alive and not ready, instead of a refused connection. Services added
+   * before start() answer UNAVAILABLE (with retry info) until then.
+   */
+  listen(): Promise<number> {
+    this.#listening ??= (async () => {
+      this.health.hold(STARTING);
+      this.health.addToServer(this.server);
+      this.#port = await this.#bind();
+      this.health.start();
+      this.logger.info({ port: this.#port }, "grpc server bound; NOT_SERVING until start-up completes");
+      return this.#port;
+    })();
+    return this.#listening;
+  }
+
   async start(): Promise<number> {
-    this.#addHealthAndReflection();
-    this.#port = await this.#bind();
-    this.health.start();
+    const port = await this.listen();
+    this.#addReflection();
+    this.#started = true;
+    this.health.release(STARTING);
     await this.health.refresh();
     this.logger.info(
-      { port: this.#port, services: this.#services, health: this.health.current.status },
+      { port, services: this.#services, health: this.health.current.status },
       "grpc server listening",
     );
-    return this.#port;
+    return port;
   }
 
   /**
@@ -282,8 +332,26 @@ export class GrpcApp {
     return failed;
   }
 
-  #addHealthAndReflection(): void {
-    this.health.addToServer(this.server);
+  /** Wraps each handler so it refuses calls with UNAVAILABLE until start(). */
+  #untilStarted(handlers: UntypedServiceImplementation): UntypedServiceImplementation {
+    const gated: UntypedServiceImplementation = {};
+    for (const [name, handler] of Object.entries(handlers)) {
+      const fn = handler as (call: unknown, callback?: (error: unknown) => void) => void;
+      gated[name] = ((
+        call: { emit(event: "error", error: unknown): void },
+        callback?: (e: unknown) => void,
+      ) => {
+        if (this.#started) return fn(call, callback);
+        const { code, details, metadata } = toGrpcStatus(new UnavailableError("the service is starting"));
+        const error = { code, details, metadata };
+        if (typeof callback === "function") callback(error);
+        else call.emit("error", error);
+      }) as UntypedServiceImplementation[string];
+    }
+    return gated;
+  }
+
+  #addReflection(): void {
     const sets = this.#o.descriptorSets ?? spoolDescriptorSets();
     const files = [...sets.flatMap(fileDescriptorsOf), ...HealthMonitor.fileDescriptorProtos()];
     const reflection = createReflection(files, [...this.#services, HEALTH_SERVICE_NAME]);
@@ -299,10 +367,35 @@ export class GrpcApp {
   #bind(): Promise<number> {
     const address = `${this.#o.host ?? "0.0.0.0"}:${this.#o.port}`;
     return new Promise((resolve, reject) => {
-      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(err) : resolve(port),
-      );
+      this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) => {
+        if (err) return reject(err);
+        this.#advertiseHeaderListSize();
+        resolve(port);
+      });
     });
+  }
+
+  /**
+   * Sends SETTINGS_MAX_HEADER_LIST_SIZE to every client. grpc-js has no
+   * option for it (nor for grpc.max_metadata_size), so it goes to the HTTP/2
+   * servers grpc-js created. Node then resets a stream whose header list is
+   * larger (that call alone fails with RESOURCE_EXHAUSTED); smaller lists
+   * over maxMetadataBytes get the interceptor's clearer RESOURCE_EXHAUSTED.
+   */
+  #advertiseHeaderListSize(): void {
+    const limit = Math.max(this.#o.maxMetadataBytes ?? DEFAULT_MAX_METADATA_BYTES, HPACK_FIELD_CEILING);
+    const servers = (this.server as unknown as { http2Servers?: Map<unknown, unknown> }).http2Servers;
+    let advertised = 0;
+    for (const s of servers?.keys() ?? []) {
+      const update = (s as { updateSettings?: (settings: { maxHeaderListSize: number }) => void })
+        .updateSettings;
+      if (typeof update !== "function") continue;
+      update.call(s, { maxHeaderListSize: limit });
+      advertised++;
+    }
+    if (advertised === 0) {
+      this.logger.warn("cannot advertise the HTTP/2 header list size (grpc-js internals changed)");
+    }
   }
 }
 

@@ -14,8 +14,9 @@ import type {
 } from "@grpc/grpc-js";
 import { isSpoolError } from "../errors.js";
 import type { Logger } from "../logger.js";
+import { checkRequestText } from "../validation.js";
 import { type CallContext, callInfoOf, deadlineMs, requestIdFrom } from "./context.js";
-import { toGrpcStatus } from "./status.js";
+import { classifyError, toGrpcStatus } from "./status.js";
 
 /** A unary method: resolves with the response or throws (SpoolError for an expected failure). */
 export type UnaryMethod<Req, Res> = (request: Req, ctx: CallContext) => Promise<Res>;
@@ -85,7 +86,7 @@ function unary(
 ): handleUnaryCall<unknown, unknown> {
   return (call: ServerUnaryCall<unknown, unknown>, callback) => {
     const ctx = createContext(call, path, options);
-    invoke(() => fn(call.request, ctx.context)).then(
+    invoke(() => fn(call.request, ctx.context), call.request).then(
       (response) => {
         ctx.dispose();
         callback(null, response);
@@ -108,7 +109,7 @@ function serverStream(
     const streamContext: StreamContext<unknown> = Object.assign(ctx.context, {
       send: (message: unknown) => send(call, ctx.context.signal, message),
     });
-    invoke(() => fn(call.request, streamContext)).then(
+    invoke(() => fn(call.request, streamContext), call.request).then(
       () => {
         ctx.dispose();
         if (!call.cancelled) call.end();
@@ -122,16 +123,23 @@ function serverStream(
   };
 }
 
-/** Runs the handler so a synchronous throw becomes a rejection like any other. */
-function invoke<T>(fn: () => Promise<T>): Promise<T> {
+/**
+ * Runs the handler so a synchronous throw becomes a rejection like any other,
+ * after the checks every request gets: no string field may hold NUL, other
+ * control characters or bidi overrides (validation.ts), whatever the method.
+ */
+function invoke<T>(fn: () => Promise<T>, request: unknown): Promise<T> {
   try {
+    checkRequestText(request);
     return Promise.resolve(fn());
   } catch (e) {
     return Promise.reject(e);
   }
 }
 
-function failure(error: unknown, ctx: CallContext) {
+function failure(thrown: unknown, ctx: CallContext) {
+  // A dependency's own error (NATS timeout, PostgreSQL connection) is logged and answered as UNAVAILABLE.
+  const error = classifyError(thrown);
   if (ctx.signal.aborted) {
     // The caller is gone (cancelled, deadline, shutdown): nobody receives this status.
     ctx.logger.debug({ err: error }, "handler ended after its call");

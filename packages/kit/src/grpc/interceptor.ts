@@ -56,6 +56,8 @@ export interface InterceptorOptions {
   maxStreamMs: number;
   /** Methods logged at debug level (health probes would drown the log). */
   quietMethods: ReadonlySet<string>;
+  /** Largest request metadata (HTTP/2 header list size) accepted; larger calls get RESOURCE_EXHAUSTED. */
+  maxMetadataBytes: number;
 }
 
 export function serverInterceptor(options: InterceptorOptions): ServerInterceptor {
@@ -114,6 +116,15 @@ class TrackedCall {
       this.#refuse(Status.UNAVAILABLE, "server is shutting down");
       return;
     }
+    const size = metadataBytes(metadata);
+    if (size > this.#o.maxMetadataBytes) {
+      // This call alone: the stream gets its status, the connection and its other calls go on.
+      this.#refuse(
+        Status.RESOURCE_EXHAUSTED,
+        `request metadata is ${size} bytes; the limit is ${this.#o.maxMetadataBytes}`,
+      );
+      return;
+    }
     const now = Date.now();
     const clientDeadline = deadlineMs(this.#call.getDeadline());
     if (clientDeadline <= now) {
@@ -167,6 +178,20 @@ class TrackedCall {
     };
     this.#o.logger[levelFor(code, this.#o.quietMethods.has(this.#method))](line, "grpc call");
   }
+}
+
+/**
+ * The metadata's size as HTTP/2 counts a header list (RFC 9113 §6.5.2): each
+ * name and value in octets plus 32. Binary values count as sent, in base64.
+ */
+export function metadataBytes(metadata: Metadata): number {
+  let total = 0;
+  for (const [name, value] of Object.entries(metadata.toHttp2Headers())) {
+    for (const v of Array.isArray(value) ? value : [value]) {
+      total += Buffer.byteLength(name) + Buffer.byteLength(String(v)) + 32;
+    }
+  }
+  return total;
 }
 
 function levelFor(code: Status, quiet: boolean): "debug" | "info" | "warn" | "error" {

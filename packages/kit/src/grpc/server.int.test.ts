@@ -1,5 +1,6 @@
 // The gRPC server kit end to end over loopback: error mapping, request ids,
 // logging, deadlines, message size limits and metrics.
+import { randomBytes } from "node:crypto";
 import { connect as http2Connect } from "node:http2";
 import { type Client, Metadata, status } from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,9 +15,10 @@ import {
   streamCall,
   unaryCall,
 } from "../../test/grpc-probe.js";
+import { baseConfigShape, loadConfig } from "../config.js";
 import { createLogger } from "../logger.js";
 import { createMetricsRegistry, type Registry, startMetricsServer } from "../metrics.js";
-import { GrpcApp } from "./app.js";
+import { DEFAULT_MAX_METADATA_BYTES, GrpcApp, grpcOptionsFromConfig, HPACK_FIELD_CEILING } from "./app.js";
 import { readErrorDetails } from "./status.js";
 
 const lines: string[] = [];
@@ -245,6 +247,108 @@ describe("message size limits", () => {
   it("refuses to send a response over the send limit", async () => {
     const err = await callError(unaryCall(client, echo, { text: "z".repeat(100), repeat: 100 }));
     expect(status[err.code]).toBe("RESOURCE_EXHAUSTED");
+  });
+});
+
+describe("request metadata limits", () => {
+  /** Random base64url text: HPACK's Huffman coding cannot shrink it much. */
+  const token = (bytes: number) => `Bearer ${randomBytes(bytes).toString("base64url").slice(0, bytes)}`;
+
+  it("refuses metadata over the limit with RESOURCE_EXHAUSTED for that call alone", async () => {
+    // A stream and a unary call in flight on the same channel (one HTTP/2 connection).
+    const stream = streamCall(client, ProbeService.count, { n: 5, delayMs: 100 });
+    const slow = unaryCall(client, echo, { text: "still here", delayMs: 300 });
+    const metadata = new Metadata();
+    metadata.set("authorization", token(40_000));
+    const err = await callError(unaryCall(client, echo, { text: "big" }, { metadata }));
+    expect(status[err.code]).toBe("RESOURCE_EXHAUSTED");
+    expect(err.details).toMatch(new RegExp(`the limit is ${DEFAULT_MAX_METADATA_BYTES}$`));
+    const { messages, error } = await stream;
+    expect(error).toBeUndefined();
+    expect(messages).toHaveLength(5);
+    expect((await slow).response.text).toBe("still here");
+    // Just under the limit is served.
+    const fits = new Metadata();
+    fits.set("authorization", token(DEFAULT_MAX_METADATA_BYTES - 1_000));
+    expect((await unaryCall(client, echo, { text: "fits" }, { metadata: fits })).response.text).toBe("fits");
+  });
+
+  it("takes its limit from SPOOL_GRPC_MAX_METADATA_BYTES", async () => {
+    const config = loadConfig(baseConfigShape, {
+      SPOOL_GRPC_HOST: "127.0.0.1",
+      SPOOL_GRPC_PORT: "0",
+      SPOOL_GRPC_MAX_METADATA_BYTES: "2048",
+    });
+    const small = new GrpcApp({ name: "small-metadata", logger, ...grpcOptionsFromConfig(config) });
+    small.addService(ProbeService, probeService(newRecord()));
+    const own = clientFor(`127.0.0.1:${await small.start()}`);
+    try {
+      const metadata = new Metadata();
+      metadata.set("authorization", token(3_000));
+      const err = await callError(unaryCall(own, echo, { text: "x" }, { metadata }));
+      expect(status[err.code]).toBe("RESOURCE_EXHAUSTED");
+      expect(err.details).toMatch(/the limit is 2048$/);
+      expect((await unaryCall(own, echo, { text: "small" })).response.text).toBe("small");
+    } finally {
+      own.close();
+      await small.stop("test over");
+    }
+  });
+
+  it("advertises a header list size, so clients that honour it refuse what HTTP/2 cannot decode", async () => {
+    const session = http2Connect(`http://127.0.0.1:${app.port}`);
+    try {
+      const settings = await new Promise<{ maxHeaderListSize?: number }>((resolve) =>
+        session.once("remoteSettings", resolve),
+      );
+      expect(settings.maxHeaderListSize).toBe(HPACK_FIELD_CEILING);
+    } finally {
+      session.close();
+    }
+  });
+
+  it("documented limit: one header field beyond HPACK's 64 KiB closes its connection; the server serves on", async () => {
+    // nghttp2 cannot decode the field (COMPRESSION_ERROR, a connection error in
+    // HTTP/2), so the calls sharing that connection fail with it, before any
+    // server code runs. docs/SECURITY.md says so; clients must bound their headers.
+    const own = clientFor(`127.0.0.1:${app.port}`);
+    try {
+      const inFlight = unaryCall(own, echo, { text: "shared", delayMs: 300 });
+      await new Promise((r) => setTimeout(r, 50));
+      const metadata = new Metadata();
+      metadata.set("authorization", token(100_000));
+      const err = await callError(unaryCall(own, echo, { text: "huge" }, { metadata }));
+      expect(["INTERNAL", "UNAVAILABLE"]).toContain(status[err.code]);
+      const shared = await callError(inFlight);
+      expect(["INTERNAL", "UNAVAILABLE"]).toContain(status[shared.code]);
+      // The server is unharmed: the same client reconnects, other clients never noticed.
+      expect((await unaryCall(own, echo, { text: "again" })).response.text).toBe("again");
+      expect((await unaryCall(client, echo, { text: "other" })).response.text).toBe("other");
+    } finally {
+      own.close();
+    }
+  });
+});
+
+describe("request text", () => {
+  it("refuses NUL, control and bidi-override characters in any string field before the handler runs", async () => {
+    for (const text of ["a\u0000b", "\u001b[2J", "\u0085", "\u202egnp.exe"]) {
+      const metadata = new Metadata();
+      metadata.set("x-request-id", `bad-text-${text.codePointAt(1)}`);
+      const err = await callError(unaryCall(client, echo, { text }, { metadata }));
+      expect(status[err.code]).toBe("INVALID_ARGUMENT");
+      expect(readErrorDetails(err.metadata).violations.map((v) => v.field)).toEqual(["text"]);
+      expect(record.started).not.toContain(`bad-text-${text.codePointAt(1)}`);
+    }
+    // Server-streaming methods get the same check (the probe's count has no strings: add one).
+    const { error } = await streamCall(client, ProbeService.count, { n: 1, note: "x\u0000" } as never);
+    expect(error?.code).toBe(status.INVALID_ARGUMENT);
+    expect(readErrorDetails(error?.metadata).violations.map((v) => v.field)).toEqual(["note"]);
+  });
+
+  it("accepts tab, LF and CR", async () => {
+    const { response } = await unaryCall(client, echo, { text: "a\tb\r\nc" });
+    expect(response.text).toBe("a\tb\r\nc");
   });
 });
 

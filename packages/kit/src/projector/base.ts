@@ -67,7 +67,7 @@ export abstract class ProjectorBase implements ManagedConsumer {
     this.#filter = source.filterSubject ? options.store.namespace.subject(source.filterSubject) : undefined;
     this.batchSize = options.batchSize ?? 500;
     if (this.batchSize < 1) throw new Error("batchSize must be at least 1");
-    if ((options.maxAttempts ?? 5) < 1) throw new Error("maxAttempts must be at least 1");
+    if ((options.maxAttempts ?? 3) < 1) throw new Error("maxAttempts must be at least 1");
     this.#lock = new WriterLock(options.sql, lockName);
     this.#waiters = new CheckpointWaiters({
       projection: source.name,
@@ -324,8 +324,7 @@ export abstract class ProjectorBase implements ManagedConsumer {
       sink: this.newSink(version, rebuild),
       checkpoint,
       decode: (m) => this.options.store.decode(this.streamName, m),
-      maxAttempts: this.options.maxAttempts ?? 5,
-      retryBackoffMs: this.options.retryBackoffMs ?? 100,
+      maxAttempts: this.options.maxAttempts ?? 3,
       strict: this.source.strict ?? false,
       signal,
       logger: this.options.logger,

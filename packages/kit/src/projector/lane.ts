@@ -30,7 +30,6 @@ export interface LaneOptions {
   checkpoint: number;
   decode: (message: EventMessage) => RecordedEvent[];
   maxAttempts: number;
-  retryBackoffMs: number;
   strict: boolean;
   /** Aborts waits between retries (stop, loss of the writer role). */
   signal: AbortSignal;
@@ -41,14 +40,17 @@ export interface LaneOptions {
   onTransient: (e: unknown) => void;
 }
 
-const MAX_RETRY_DELAY_MS = 2_000;
 const MAX_TRANSIENT_DELAY_MS = 5_000;
 
 /**
  * Applies ordered messages to one sink: whole batches in one step; when a
  * batch fails, its messages one by one so the failing one is isolated and the
  * others still land; a message that fails maxAttempts times is dead-lettered
- * (or halts a strict projection). Messages at or below the checkpoint are
+ * (or halts a strict projection). Those attempts follow each other at once:
+ * the whole lane waits on them, and a handler that throws for an event
+ * almost always throws again, so waiting between attempts would only stall
+ * every later event (a second per poison event, paid again by each rebuild).
+ * Outages are another matter: they are retried, with backoff, until they pass. Messages at or below the checkpoint are
  * skipped, which is what makes a redelivery harmless.
  */
 export class Lane {
@@ -101,10 +103,6 @@ export class Lane {
           { projection: this.#o.projection, seq: message.seq, attempt, err: failure },
           "event failed",
         );
-      }
-      if (attempt < this.#o.maxAttempts) {
-        const delay = Math.min(this.#o.retryBackoffMs * 2 ** (attempt - 1), MAX_RETRY_DELAY_MS);
-        await sleep(delay, undefined, { signal: this.#o.signal });
       }
     }
     if (this.#o.strict) throw new HaltedError(this.#o.projection, message.seq, failure);

@@ -45,7 +45,6 @@ function projector(
     sql: s.sql,
     deadLetters: s.deadLetters,
     logger,
-    retryBackoffMs: 5,
     standbyRetryMs: 100,
     pollIntervalMs: 100,
     ...options,

@@ -88,7 +88,10 @@ export class Projector<T extends string = string> extends ProjectorBase {
    * Requests a rebuild into the next table version and returns that version.
    * Any replica may call it: the request is a row, and the writer picks it up
    * (at once when it is this process). A rebuild already under way is
-   * returned as is. A writer change mid-rebuild resumes from its checkpoint.
+   * refused with FAILED_PRECONDITION (admin.proto's contract): the check and
+   * the request are one transaction under the projection's DDL lock, so of
+   * two concurrent requests exactly one starts a rebuild. A writer change
+   * mid-rebuild resumes from its checkpoint.
    */
   async rebuild(): Promise<{ targetVersion: number }> {
     await this.init();
@@ -96,7 +99,12 @@ export class Projector<T extends string = string> extends ProjectorBase {
       await lockProjectionDdl(tx, this.name);
       const row = await readProjection(tx, this.name, true);
       if (!row) throw new FailedPreconditionError(`projection ${this.name} is not set up`);
-      if (row.rebuildVersion !== undefined) return row.rebuildVersion;
+      if (row.rebuildVersion !== undefined) {
+        throw new FailedPreconditionError(
+          `projection ${this.name} is already rebuilding to version ${row.rebuildVersion}; ` +
+            "wait for it to finish (GetProjection shows its progress)",
+        );
+      }
       const target = row.version + 1;
       const names = tableNames(this.definition.tables, target);
       // Leftovers of an abandoned rebuild to the same version.

@@ -1,6 +1,9 @@
 import { describe, expect, it } from "vitest";
+import type { EventMessage, RecordedEvent } from "../events.js";
+import { createLogger } from "../logger.js";
 import { defineProjection, tableNames, validateDefinition } from "./definition.js";
 import { FencedError, HaltedError, HandlerFailure, isTransient } from "./errors.js";
+import { Lane, type Sink } from "./lane.js";
 import { Mutex } from "./shared.js";
 
 function pgError(code: string): Error {
@@ -73,5 +76,84 @@ describe("Mutex", () => {
     const results = await Promise.allSettled([section("a", 20), section("b", 1, true), section("c", 5)]);
     expect(results.map((r) => r.status)).toEqual(["fulfilled", "rejected", "fulfilled"]);
     expect(log).toEqual(["start a", "end a", "start b", "end b", "start c", "end c"]);
+  });
+});
+
+describe("Lane", () => {
+  /** A sink in memory whose handler throws for one stream sequence, and answers without I/O. */
+  function poisonedSink(poison: number) {
+    const applied: number[] = [];
+    const attempts: number[] = [];
+    const deadLetters: { seq: number; attempts: number; from: number }[] = [];
+    const sink: Sink = {
+      version: 1,
+      rebuild: false,
+      async commit(events) {
+        const seqs = events.map((e) => e.streamSequence);
+        if (seqs.includes(poison)) {
+          attempts.push(seqs.length);
+          throw new HandlerFailure(new Error("poisoned"));
+        }
+        applied.push(...seqs);
+      },
+      async deadLetter(message, from, n) {
+        deadLetters.push({ seq: message.seq, attempts: n, from });
+      },
+    };
+    return { sink, applied, attempts, deadLetters };
+  }
+
+  const decode = (m: EventMessage): RecordedEvent[] => [
+    {
+      stream: "EX",
+      subject: m.subject,
+      streamSequence: m.seq,
+      index: 0,
+      type: "t",
+      schemaVersion: 1,
+      eventId: `e${m.seq}`,
+      data: m.data,
+      time: new Date(0),
+      correlationId: undefined,
+      causationId: undefined,
+    } as RecordedEvent,
+  ];
+
+  it("dead-letters a poison event after maxAttempts immediate attempts and applies the later ones", async () => {
+    const { sink, applied, attempts, deadLetters } = poisonedSink(4);
+    const lane = new Lane({
+      projection: "p",
+      sink,
+      checkpoint: 0,
+      decode,
+      maxAttempts: 3,
+      strict: false,
+      signal: new AbortController().signal,
+      logger: createLogger({ service: "lane-test", level: "silent" }),
+      metrics: undefined,
+      onBatchCommitted: undefined,
+      onTransient: () => {},
+    });
+    const messages = Array.from({ length: 10 }, (_, i) => ({
+      subject: "ex.a",
+      seq: i + 1,
+      data: new Uint8Array(),
+    }));
+    // The sink never does I/O, so a lane that never waits on a timer finishes
+    // before this zero-delay timer fires; one that backs off between attempts
+    // (the whole lane waiting, ~1.5 s per poison event before) does not.
+    let timerFired = false;
+    const timer = setTimeout(() => {
+      timerFired = true;
+    }, 0);
+    await lane.apply(messages);
+    clearTimeout(timer);
+
+    // Once inside the batch, then three times alone.
+    expect(attempts).toEqual([10, 1, 1, 1]);
+    expect(deadLetters).toEqual([{ seq: 4, attempts: 3, from: 3 }]);
+    expect(applied).toEqual([1, 2, 3, 5, 6, 7, 8, 9, 10]);
+    expect(lane.checkpoint).toBe(10);
+    expect(timerFired).toBe(false);
   });
 });

@@ -52,7 +52,6 @@ function projector(
     sql: s.sql,
     deadLetters: s.deadLetters,
     logger,
-    retryBackoffMs: 5,
     standbyRetryMs: 100,
     pollIntervalMs: 100,
     ...options,
@@ -134,8 +133,8 @@ describe("rebuild", () => {
     await sleep(200);
     const started = Date.now();
     expect(await p.rebuild()).toEqual({ targetVersion: 2 });
-    // Asking again while it runs returns the same rebuild.
-    expect(await p.rebuild()).toEqual({ targetVersion: 2 });
+    // Asking again while it runs is refused: one rebuild at a time.
+    await expect(p.rebuild()).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
     const after = await swapped(p, 2);
     const seconds = (Date.now() - started) / 1000;
     console.info(

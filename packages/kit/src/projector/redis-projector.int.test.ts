@@ -65,7 +65,6 @@ function projector(
       redis,
       keyPrefix: `${infra().redisPrefix}${label}:`,
       logger,
-      retryBackoffMs: 5,
       standbyRetryMs: 100,
       pollIntervalMs: 100,
       ...rest,

@@ -5,10 +5,12 @@ import type { Logger } from "../logger.js";
 export interface ProjectorTuning {
   /** Messages applied per transaction (default 500). */
   batchSize?: number;
-  /** Attempts of a failing message, alone in its own transaction, before it is dead-lettered or halts (default 5). */
+  /**
+   * Attempts of a failing message, alone in its own transaction and one
+   * right after the other (no backoff: the lane waits on them), before it is
+   * dead-lettered or halts (default 3). Store outages do not count.
+   */
   maxAttempts?: number;
-  /** Delay before the 2nd attempt; doubles per attempt up to 2 s (default 100 ms). */
-  retryBackoffMs?: number;
   /** How often a standby instance tries to become the writer (default 2 s). */
   standbyRetryMs?: number;
   /** How often the writer checks its lock, the stream head and rebuild requests (default 1 s). */

@@ -480,7 +480,11 @@ describe(`FollowHub (seed ${seed})`, () => {
   it("rejects a bad resume position with a typed error", () => {
     const hub = newHub();
     const ac = new AbortController();
-    expect(() => hub.follow("x", -1, ac.signal)).toThrowError(/after must be/);
-    expect(() => hub.follow("x", 1.5, ac.signal)).toThrowError(/after must be/);
+    // Named as in the proto (FollowGenerationRequest.after_sequence), like every field violation.
+    for (const bad of [-1, 1.5, 2 ** 53]) {
+      expect(() => hub.follow("x", bad, ac.signal)).toThrowError(
+        expect.objectContaining({ violations: [expect.objectContaining({ field: "after_sequence" })] }),
+      );
+    }
   });
 });

@@ -394,8 +394,8 @@ export class FollowHub<T> {
     options: FollowOptions = {},
   ): AsyncIterable<FollowItem<T>> {
     if (!Number.isSafeInteger(after) || after < 0) {
-      throw new InvalidArgumentError("after must be a non-negative integer", [
-        { field: "after", description: "a sequence already received, or 0 for the start" },
+      throw new InvalidArgumentError("after_sequence must be a non-negative integer", [
+        { field: "after_sequence", description: "a sequence already received, or 0 for the start" },
       ]);
     }
     const idleMs = options.idleTimeoutMs ?? Number.POSITIVE_INFINITY;
