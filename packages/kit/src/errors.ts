@@ -76,8 +76,11 @@ export class ResourceExhaustedError extends SpoolError {
 }
 
 export class UnavailableError extends SpoolError {
-  constructor(message = "a dependency is unavailable", options?: ErrorOptions) {
-    super("UNAVAILABLE", message, options);
+  /** How long the caller should wait before trying again, when known (the edge sends a default otherwise). */
+  readonly retryAfterMs: number | undefined;
+  constructor(message = "a dependency is unavailable", options?: ErrorOptions & { retryAfterMs?: number }) {
+    super("UNAVAILABLE", message, options && "cause" in options ? { cause: options.cause } : undefined);
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 

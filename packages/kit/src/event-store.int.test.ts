@@ -117,3 +117,55 @@ describe("append", () => {
     expect(second.version).toBeGreaterThan(first.version);
   });
 });
+
+// Issue 7 item 16: every uncached load used to leave an ephemeral consumer on
+// the stream for its 5-minute inactivity threshold.
+describe("reads leave no consumers behind", () => {
+  const consumerCount = async () => {
+    const jsm = await store.manager();
+    return (await jsm.streams.info(store.streamFor("ex.x"))).state.consumer_count;
+  };
+
+  it("1,000 uncached loads of short and long aggregates: consumer count unchanged, state right", async () => {
+    const short = "ex.counter.leak-short";
+    const long = "ex.counter.leak-long";
+    await store.append(short, [Incremented.create({ amount: 1n, incrementId: "s1" })]);
+    await store.append(short, [Incremented.create({ amount: 2n, incrementId: "s2" })]);
+    // Longer than what is read message by message: the rest goes through a consumer.
+    for (let i = 0; i < 40; i++) {
+      await store.append(long, [Incremented.create({ amount: 1n, incrementId: `l${i}` })]);
+      await store.append("ex.counter.leak-other", [Incremented.create({ amount: 1n, incrementId: `o${i}` })]);
+    }
+    const before = await consumerCount();
+    for (let i = 0; i < 1_000; i++) {
+      const subject = i % 10 === 0 ? long : short;
+      store.forget(subject);
+      const { state } = await store.load(subject, counterReducer);
+      expect(state.total).toBe(subject === long ? 40n : 3n);
+    }
+    expect(await consumerCount()).toBe(before);
+  });
+
+  it("a long subject is read in order from any position, and an abandoned read deletes its consumer", async () => {
+    const subject = "ex.counter.leak-partial";
+    const sequences: number[] = [];
+    for (let i = 0; i < 60; i++) {
+      sequences.push(
+        (await store.append(subject, [Incremented.create({ amount: 1n, incrementId: `p${i}` })])).sequence,
+      );
+    }
+    const read = async (after: number) => {
+      const got: number[] = [];
+      for await (const events of store.readSubject(subject, after)) got.push(events[0]?.streamSequence ?? -1);
+      return got;
+    };
+    expect(await read(0)).toEqual(sequences);
+    expect(await read(sequences[9] ?? 0)).toEqual(sequences.slice(10));
+    expect(await read(sequences[59] ?? 0)).toEqual([]);
+
+    const before = await consumerCount();
+    let n = 0;
+    for await (const _ of store.readSubject(subject)) if (++n === 30) break;
+    expect(await consumerCount()).toBe(before);
+  });
+});

@@ -1,4 +1,5 @@
 import {
+  AckPolicy,
   DeliverPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
@@ -6,12 +7,15 @@ import {
   type JetStreamManager,
   jetstream,
   jetstreamManager,
+  type MsgRequest,
+  type NextMsgRequest,
   RetentionPolicy,
   StorageType,
+  type StoredMsg,
   type StreamConfig,
 } from "@nats-io/jetstream";
-import { type NatsConnection, nanos } from "@nats-io/transport-node";
-import { ConcurrencyError } from "./errors.js";
+import { type NatsConnection, nanos, nuid } from "@nats-io/transport-node";
+import { ConcurrencyError, UnavailableError } from "./errors.js";
 import {
   decodeMessage,
   type EventMessage,
@@ -21,9 +25,33 @@ import {
   type RecordedEvent,
 } from "./events.js";
 import type { Namespace } from "./namespace.js";
+import { assertNatsConnected } from "./nats.js";
 
 /** JetStream API error: stream name already in use with a different configuration. */
 const STREAM_NAME_IN_USE = 10058;
+/** Messages readSubject gets one request each before it reads the rest through a consumer. */
+const DIRECT_READ_LIMIT = 16;
+const CONSUMER_BATCH = 256;
+const FETCH_EXPIRES_MS = 5_000;
+/** The server removes a read consumer idle this long (normally deleted at once). */
+const CONSUMER_INACTIVE_MS = 30_000;
+
+/**
+ * STREAM.MSG.GET; null when there is no such message. The server (2.9+)
+ * takes next_by_subj here too; the client types it for DIRECT.GET only.
+ */
+async function getMessage(
+  jsm: JetStreamManager,
+  stream: string,
+  query: MsgRequest | NextMsgRequest,
+): Promise<StoredMsg | null> {
+  try {
+    return await jsm.streams.getMessage(stream, query as MsgRequest);
+  } catch (e) {
+    if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.NoMessageFound) return null;
+    throw e;
+  }
+}
 
 export interface StreamDefinition {
   /** Logical name, e.g. "AUTH"; the namespace prefix is added. */
@@ -156,6 +184,7 @@ export class EventStore {
     events: readonly NewEvent[],
     options: AppendOptions = {},
   ): Promise<AppendResult> {
+    assertNatsConnected(this.nc);
     const { headers, data } = encodeMessage(events, options);
     const full = this.namespace.subject(subject);
     try {
@@ -179,6 +208,7 @@ export class EventStore {
 
   /** Stream sequence of the subject's last message, 0 when it has none. */
   async lastSequence(subject: string): Promise<number> {
+    assertNatsConnected(this.nc);
     const jsm = await this.manager();
     const stream = this.streamFor(subject);
     try {
@@ -190,26 +220,87 @@ export class EventStore {
     }
   }
 
+  /** The events of a subject's last message (empty when it has none): one message get, no replay. */
+  async readLast(subject: string): Promise<RecordedEvent[]> {
+    assertNatsConnected(this.nc);
+    const jsm = await this.manager();
+    const stream = this.streamFor(subject);
+    const m = await getMessage(jsm, stream, { last_by_subj: this.namespace.subject(subject) });
+    return m ? this.decode(stream, { subject: m.subject, seq: m.seq, data: m.data, headers: m.header }) : [];
+  }
+
   /**
    * Reads a subject's events with sequence > after, message by message, up to
-   * the subject's last message at the time of the call.
+   * its last message. Short subjects (most aggregates) are read with message
+   * gets (next by subject), which leave nothing behind on the server; a long
+   * one (a generation's output) goes on through a consumer of its own, deleted
+   * when the read ends. Reads go to the stream leader (STREAM.MSG.GET), not
+   * DIRECT.GET: with replicas a direct get may be answered by a lagging
+   * follower, and an aggregate load must see the appends acknowledged before it.
+   * Refused at once with NatsDisconnectedError (UNAVAILABLE) while NATS is away.
    */
   async *readSubject(subject: string, after = 0): AsyncGenerator<RecordedEvent[]> {
-    const last = await this.lastSequence(subject);
-    if (last <= after) return;
+    assertNatsConnected(this.nc);
+    const jsm = await this.manager();
     const stream = this.streamFor(subject);
-    const consumer = await this.js.consumers.get(stream, {
-      filter_subjects: this.namespace.subject(subject),
-      ...(after > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: after + 1 } : {}),
+    const full = this.namespace.subject(subject);
+    let seq = after;
+    for (let n = 0; n < DIRECT_READ_LIMIT; n++) {
+      const m = await getMessage(jsm, stream, { next_by_subj: full, seq: seq + 1 });
+      if (!m) return;
+      seq = m.seq;
+      yield this.decode(stream, { subject: m.subject, seq: m.seq, data: m.data, headers: m.header });
+    }
+    const last = await this.lastSequence(subject);
+    if (last > seq) yield* this.#readThroughConsumer(jsm, stream, full, seq, last);
+  }
+
+  async *#readThroughConsumer(
+    jsm: JetStreamManager,
+    stream: string,
+    filter: string,
+    after: number,
+    last: number,
+  ): AsyncGenerator<RecordedEvent[]> {
+    const name = `read_${nuid.next()}`;
+    const info = await jsm.consumers.add(stream, {
+      name,
+      filter_subject: filter,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: after + 1,
+      ack_policy: AckPolicy.None,
+      mem_storage: true,
+      num_replicas: 1,
+      // Only for when the delete below cannot reach the server (NATS away, process killed).
+      inactive_threshold: nanos(CONSUMER_INACTIVE_MS),
     });
-    const messages = await consumer.consume({ max_messages: 512 });
     try {
-      for await (const m of messages) {
-        yield this.decode(stream, m);
-        if (m.seq >= last) break;
+      const consumer = this.js.consumers.getConsumerFromInfo(info);
+      let seq = after;
+      let delivered = 0;
+      while (seq < last) {
+        const batch = await consumer.fetch({ max_messages: CONSUMER_BATCH, expires: FETCH_EXPIRES_MS });
+        const before = delivered;
+        try {
+          for await (const m of batch) {
+            // A lost message would fold into a wrong state: fail the read rather than skip it.
+            if (m.info.deliverySequence !== ++delivered) {
+              throw new UnavailableError(`messages of ${filter} were lost in transit; read again`);
+            }
+            seq = m.seq;
+            yield this.decode(stream, m);
+            if (seq >= last) break;
+          }
+        } finally {
+          batch.stop();
+        }
+        if (delivered === before && seq < last) {
+          throw new UnavailableError(`no messages of ${filter} within ${FETCH_EXPIRES_MS} ms`);
+        }
       }
     } finally {
-      messages.stop();
+      // Awaited, so a burst of reads never leaves a trail of consumers behind it.
+      await jsm.consumers.delete(stream, name).catch(() => {});
     }
   }
 

@@ -1,25 +1,107 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { UnavailableError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { isTransientNatsError } from "./nats-errors.js";
+import { sleep } from "./transient.js";
 
 export interface NatsOptions {
   url: string;
   /** Shown in the server's connection list. */
   name: string;
+  /**
+   * Keep trying (with backoff, logging each failure) until the first
+   * connection succeeds, instead of failing at once: a service started
+   * before NATS waits for it. Services set it; tools and tests fail fast.
+   */
+  waitOnFirstConnect?: boolean;
+  /** Where waiting is logged (with waitOnFirstConnect). */
+  logger?: Logger | undefined;
+  /** Stops waiting (rejects with the signal's reason): a shutdown during start-up. */
+  signal?: AbortSignal | undefined;
 }
+
+/** Longest pause between first-connection attempts. */
+const MAX_CONNECT_DELAY_MS = 5_000;
 
 /** Connects with reconnects forever: a NATS restart must not end the process. */
 export async function connectNats(options: NatsOptions): Promise<NatsConnection> {
-  try {
-    return await connect({
-      servers: options.url.split(",").map((s) => s.trim()),
-      name: options.name,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-      pingInterval: 10_000,
-    });
-  } catch (e) {
-    throw new UnavailableError(`cannot connect to NATS at ${redactUrl(options.url)}`, { cause: e });
+  let delayMs = 250;
+  for (let attempt = 1; ; attempt++) {
+    options.signal?.throwIfAborted();
+    try {
+      const nc = await connect({
+        servers: options.url.split(",").map((s) => s.trim()),
+        name: options.name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 500,
+        pingInterval: 10_000,
+        // Per attempt; the loop below does the waiting.
+        timeout: 5_000,
+      });
+      trackConnection(nc);
+      if (attempt > 1) options.logger?.info({ url: redactUrl(options.url), attempt }, "connected to NATS");
+      return nc;
+    } catch (e) {
+      const error = new UnavailableError(`cannot connect to NATS at ${redactUrl(options.url)}`, { cause: e });
+      // Bad credentials or a bad URL will not get better by waiting.
+      if (!options.waitOnFirstConnect || !isTransientNatsError(e) || options.signal?.aborted) throw error;
+      const waitMs = Math.round(delayMs * (0.5 + Math.random() / 2));
+      options.logger?.warn(
+        { dependency: "nats", url: redactUrl(options.url), attempt, retryInMs: waitMs, err: e },
+        "waiting for NATS: cannot connect",
+      );
+      await sleep(waitMs, options.signal);
+      delayMs = Math.min(MAX_CONNECT_DELAY_MS, delayMs * 2);
+    }
   }
+}
+
+/**
+ * Thrown instead of sending a request while the connection to NATS is down
+ * (reconnecting): the client would otherwise buffer it until the server is
+ * back or the request's timeout, and the caller would wait for nothing.
+ */
+export class NatsDisconnectedError extends UnavailableError {
+  constructor() {
+    super("NATS is disconnected (reconnecting)", { retryAfterMs: 1_000 });
+  }
+}
+
+const connected = new WeakMap<NatsConnection, { up: boolean }>();
+
+/**
+ * Follows the connection's status events so isNatsConnected() answers from
+ * memory. connectNats() does it for every connection it returns.
+ */
+export function trackConnection(nc: NatsConnection): void {
+  if (connected.has(nc)) return;
+  const state = { up: !nc.isClosed() };
+  connected.set(nc, state);
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect" || s.type === "reconnecting" || s.type === "staleConnection")
+        state.up = false;
+      else if (s.type === "reconnect") state.up = true;
+      else if (s.type === "close") state.up = false;
+    }
+  })().catch(() => {});
+  void nc.closed().then(() => {
+    state.up = false;
+  });
+}
+
+/**
+ * False while the client is disconnected or closed. Connections that were not
+ * tracked (not from connectNats) count as connected unless closed.
+ */
+export function isNatsConnected(nc: NatsConnection): boolean {
+  if (nc.isClosed()) return false;
+  return connected.get(nc)?.up ?? true;
+}
+
+/** Throws NatsDisconnectedError (UNAVAILABLE) at once while NATS is away, rather than waiting for it. */
+export function assertNatsConnected(nc: NatsConnection): void {
+  if (!isNatsConnected(nc)) throw new NatsDisconnectedError();
 }
 
 /** A connection URL with any password removed, for messages and logs. */

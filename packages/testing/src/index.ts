@@ -1,5 +1,6 @@
 export * from "./grpc.js";
 export * from "./infra.js";
 export * from "./isolation.js";
+export * from "./private-servers.js";
 export * from "./process.js";
 export * from "./vitest.js";

@@ -21,6 +21,7 @@ import {
   RevocationSet,
   redisCheck,
   requireAdmin,
+  retryTransient,
   startMetricsServer,
   TokenVerifier,
 } from "@spool/kit";
@@ -57,20 +58,47 @@ export interface RunningGeneration {
 /** Builds and starts generation-stream (the composition root, minus process concerns). */
 export async function startGenerationStream(
   config: GenConfig,
-  overrides: { providers?: ReadonlyMap<string, ModelProvider> } = {},
+  overrides: {
+    providers?: ReadonlyMap<string, ModelProvider>;
+    /** Aborts waiting for dependencies (a signal during start-up). */
+    signal?: AbortSignal;
+  } = {},
 ): Promise<RunningGeneration> {
   const logger = createLogger({ service: "generation-stream", level: config.LOG_LEVEL });
   const namespace = new Namespace(config.STREAM_PREFIX);
-  const nc = await connectNats({ url: config.NATS_URL, name: "spool-generation-stream" });
+  const metrics = createMetricsRegistry({ service: "generation-stream" });
+  // Bound first: health answers NOT_SERVING while the dependencies below are waited for.
+  const app = createGrpcServer({
+    name: "generation-stream",
+    logger,
+    metrics,
+    ...grpcOptionsFromConfig(config),
+  });
+  await app.listen();
+  const waiting = { logger, signal: overrides.signal };
+  const nc = await connectNats({
+    url: config.NATS_URL,
+    name: "spool-generation-stream",
+    waitOnFirstConnect: true,
+    ...waiting,
+  });
   const store = new EventStore(nc, { namespace });
-  await store.ensureStream(GEN_STREAM);
-  await store.ensureStream(outputStream(config.GEN_OUTPUT_RETENTION_SECONDS * 1000));
-  await store.ensureStream({ name: "AUTH", subjects: ["auth.>"] });
+  await retryTransient(
+    "create the streams",
+    async () => {
+      await store.ensureStream(GEN_STREAM);
+      await store.ensureStream(outputStream(config.GEN_OUTPUT_RETENTION_SECONDS * 1000));
+      await store.ensureStream({ name: "AUTH", subjects: ["auth.>"] });
+    },
+    waiting,
+  );
 
   const sql = createPool({
     url: config.DATABASE_URL,
     max: config.DATABASE_POOL_MAX,
     applicationName: "spool-generation",
+    // Its own schema: no other service sees (or replays) its projections and dead letters.
+    schema: config.DATABASE_SCHEMA ?? "generation_stream",
   });
   const redis = new Redis(config.REDIS_URL, {
     maxRetriesPerRequest: 1,
@@ -78,11 +106,12 @@ export async function startGenerationStream(
     commandTimeout: 2_000,
   });
   redis.on("error", () => {});
-  const metrics = createMetricsRegistry({ service: "generation-stream" });
 
   const revocations = new RevocationSet({ store, logger });
   const verifier = new TokenVerifier({
-    keys: new KvJwksSource(await openJwksBucket(nc, namespace)),
+    keys: new KvJwksSource(
+      await retryTransient("open the JWKS bucket", () => openJwksBucket(nc, namespace), waiting),
+    ),
     issuer: config.AUTH_ISSUER,
     audience: config.AUTH_AUDIENCE,
     revocations,
@@ -94,6 +123,7 @@ export async function startGenerationStream(
     windowMs: config.LIMIT_WINDOW_SECONDS * 1000,
     // Outlives a lease comfortably: a slot is dropped only when its generation is surely settled elsewhere.
     activeTtlMs: config.LEASE_MS * 4,
+    activeRetryMs: config.LIMIT_ACTIVE_RETRY_MS,
   });
   const output = new OutputLog(store);
   const providers =
@@ -104,6 +134,7 @@ export async function startGenerationStream(
         new BuiltinModel({
           tokensPerSecond: config.BUILTIN_TOKENS_PER_SECOND,
           length: config.BUILTIN_LENGTH,
+          maxTokens: config.BUILTIN_MAX_TOKENS,
         }),
       ],
       ...(config.OPENAI_BASE_URL && config.OPENAI_API_KEY && config.openaiModels.size > 0
@@ -131,7 +162,9 @@ export async function startGenerationStream(
       models: [...providers.keys(), ...config.externalModels],
     },
   });
-  const lease = { leaseMs: config.LEASE_MS };
+  // Producers stop appending a tenth of a lease before it runs out by their own clock; the sweeper
+  // settles a lease only a fifth of a lease after it ran out (grace > margin: see LeaseSweeper).
+  const lease = { leaseMs: config.LEASE_MS, safetyMarginMs: Math.floor(config.LEASE_MS / 10) };
   const worker = new GenerationWorker({
     store,
     output,
@@ -161,7 +194,7 @@ export async function startGenerationStream(
     heartbeatMs: config.HEARTBEAT_MS,
   });
   const deadLetters = new DeadLetterStore(sql);
-  await deadLetters.migrate();
+  await retryTransient("migrate the dead-letter table", () => deadLetters.migrate(), waiting);
   const projector = new Projector(generationsProjection, {
     store,
     sql,
@@ -178,6 +211,7 @@ export async function startGenerationStream(
     limits,
     logger,
     intervalMs: config.SWEEP_INTERVAL_MS,
+    graceMs: Math.floor(config.LEASE_MS / 5),
   });
   const produceDeps = {
     store,
@@ -194,12 +228,6 @@ export async function startGenerationStream(
       ).map((r) => r.generation_id),
   };
 
-  const app = createGrpcServer({
-    name: "generation-stream",
-    logger,
-    metrics,
-    ...grpcOptionsFromConfig(config),
-  });
   app.onClose("redis", () => redis.quit());
   app.onClose("postgres", () => sql.end({ timeout: 5 }));
   app.onClose("nats", () => nc.drain());
@@ -238,7 +266,7 @@ export async function startGenerationStream(
   const metricsServer = await startMetricsServer({
     registry: metrics,
     port: config.METRICS_PORT,
-    host: "127.0.0.1",
+    host: config.METRICS_HOST,
   });
   app.onClose("metrics", () => metricsServer.close());
   const port = await app.start();

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { type Client, Metadata, type MethodDefinition } from "@grpc/grpc-js";
+import { type Client, Metadata, type MethodDefinition, type ServiceError, status } from "@grpc/grpc-js";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { eventually, useInfra } from "@spool/testing";
 import { service as healthDefinition } from "grpc-health-check";
@@ -22,6 +22,7 @@ import { allowAllAdminCalls } from "./admin-service.js";
 import { GrpcApp } from "./app.js";
 import { natsCheck, postgresCheck, redisCheck } from "./health.js";
 import { readDescriptorSet } from "./reflection.js";
+import { readErrorDetails } from "./status.js";
 
 const infra = useInfra("grpchealth");
 const lines: string[] = [];
@@ -104,6 +105,7 @@ interface HealthResponse {
   status: string;
 }
 const check = healthDefinition.Check as unknown as MethodDefinition<{ service: string }, HealthResponse>;
+const echo = ProbeService.echo;
 
 async function healthOf(service: string): Promise<string> {
   return (await unaryCall(client, check, { service })).response.status;
@@ -163,6 +165,48 @@ describe("reflection", () => {
     expect(services).not.toContain("spool.test.v1.Probe");
     const warning = lines.map((l) => JSON.parse(l)).find((l) => l.msg?.startsWith("no descriptors"));
     expect(warning?.services).toEqual(["spool.test.v1.Probe"]);
+  });
+});
+
+// Issue 7 item 15: a service waiting for its dependencies at start-up answers
+// health (NOT_SERVING) rather than refusing connections, and its services
+// answer UNAVAILABLE (with retry info) until start() completes.
+describe("listen() before start()", () => {
+  it("answers NOT_SERVING and refuses calls UNAVAILABLE until start(), then serves", async () => {
+    const early = new GrpcApp({
+      name: "grpc-early-test",
+      logger,
+      host: "127.0.0.1",
+      port: 0,
+      maxReceiveBytes: 1 << 20,
+      maxSendBytes: 1 << 20,
+      shutdownGraceMs: 1_000,
+      healthIntervalMs: 100,
+      descriptorSets: [],
+    });
+    const port = await early.listen();
+    const c = clientFor(`127.0.0.1:${port}`);
+    try {
+      const health = async () => (await unaryCall(c, check, { service: "" })).response.status;
+      expect(await health()).toBe("NOT_SERVING");
+      // Registered while starting (its dependencies now connected): still refused until start().
+      early.addService(ProbeService, probeService(newRecord()));
+      const refused = await unaryCall(c, echo, { text: "hi" }).then(
+        () => undefined,
+        (e: ServiceError) => e,
+      );
+      expect(refused && status[refused.code]).toBe("UNAVAILABLE");
+      expect(readErrorDetails(refused?.metadata).retryAfterMs).toBeGreaterThan(0);
+      expect(app.health.current.failing).not.toContain("starting");
+      expect(early.health.current.failing).toContain("starting");
+
+      expect(await early.start()).toBe(port);
+      expect(await health()).toBe("SERVING");
+      expect((await unaryCall(c, echo, { text: "hi" })).response).toMatchObject({ text: "hi" });
+    } finally {
+      c.close();
+      await early.stop("test over");
+    }
   });
 });
 

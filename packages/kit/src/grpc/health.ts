@@ -2,9 +2,11 @@
 // passes. Checks run in the background (periodically and on demand) so a
 // health probe is answered from memory and never waits on a sick dependency.
 import type { Server, ServerWritableStream, UntypedServiceImplementation } from "@grpc/grpc-js";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { HealthImplementation, service as healthDefinition, type ServingStatus } from "grpc-health-check";
 import type { Logger } from "../logger.js";
 import type { ManagedConsumer } from "../managed.js";
+import { isNatsConnected } from "../nats.js";
 import type { Sql } from "../postgres.js";
 
 export const HEALTH_SERVICE_NAME = "grpc.health.v1.Health";
@@ -40,6 +42,8 @@ export class HealthMonitor {
   #running: Promise<HealthReport> | undefined;
   #last: HealthReport = { status: "NOT_SERVING", failing: [] };
   #stopped = false;
+  /** Conditions that hold NOT_SERVING whatever the checks say (e.g. "starting"). */
+  readonly #holds = new Set<string>();
 
   constructor(options: HealthMonitorOptions) {
     this.#logger = options.logger;
@@ -57,6 +61,26 @@ export class HealthMonitor {
   addService(name: string): this {
     this.#services.add(name);
     this.#impl.setStatus(name, this.#last.status);
+    return this;
+  }
+
+  /**
+   * Reports NOT_SERVING, with `reason` among the failing, until release(reason):
+   * the server answers health while the service is still starting.
+   */
+  hold(reason: string): this {
+    this.#holds.add(reason);
+    if (!this.#stopped) {
+      this.#publish({
+        status: "NOT_SERVING",
+        failing: [...new Set([...this.#holds, ...this.#last.failing])],
+      });
+    }
+    return this;
+  }
+
+  release(reason: string): this {
+    this.#holds.delete(reason);
     return this;
   }
 
@@ -123,7 +147,7 @@ export class HealthMonitor {
   async #runChecks(): Promise<HealthReport> {
     const checks = [...this.#checks.values()];
     const results = await Promise.all(checks.map((c) => this.#passes(c)));
-    const failing = checks.filter((_, i) => !results[i]).map((c) => c.name);
+    const failing = [...this.#holds, ...checks.filter((_, i) => !results[i]).map((c) => c.name)];
     const report: HealthReport = { status: failing.length === 0 ? "SERVING" : "NOT_SERVING", failing };
     if (!this.#stopped) this.#publish(report);
     return this.#stopped ? this.#last : report;
@@ -154,10 +178,24 @@ export class HealthMonitor {
   }
 }
 
-/** NATS: a round trip to the server (a reconnecting client fails it). */
-export function natsCheck(nc: { isClosed(): boolean; flush(): Promise<void> }, name = "nats"): HealthCheck {
-  return { name, check: async () => !nc.isClosed() && (await nc.flush().then(() => true)) };
+/**
+ * NATS: connected (not reconnecting), a round trip to the server, and
+ * JetStream answering ($JS.API.INFO; it does not for a while after a server
+ * restart). A frozen server fails it by the monitor's check timeout.
+ */
+export function natsCheck(nc: NatsConnection, name = "nats"): HealthCheck {
+  return {
+    name,
+    check: async () => {
+      if (!isNatsConnected(nc)) return false;
+      await nc.flush();
+      const reply = await nc.request("$JS.API.INFO", undefined, { timeout: JETSTREAM_CHECK_TIMEOUT_MS });
+      return !reply.json<{ error?: unknown }>().error;
+    },
+  };
 }
+
+const JETSTREAM_CHECK_TIMEOUT_MS = 1_000;
 
 /** PostgreSQL: a trivial query through the pool. */
 export function postgresCheck(sql: Sql, name = "postgres"): HealthCheck {

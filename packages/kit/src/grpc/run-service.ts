@@ -30,7 +30,8 @@ export const EXIT_CONFIG = 78;
  */
 export function runService(
   name: string,
-  main: () => Promise<RunningService>,
+  /** `starting` aborts on SIGTERM/SIGINT before main resolves: pass it to whatever waits for dependencies. */
+  main: (starting: AbortSignal) => Promise<RunningService>,
   options: RunServiceOptions = {},
 ): void {
   const exit = options.exit ?? ((code: number) => process.exit(code));
@@ -38,13 +39,18 @@ export function runService(
   const log = () => (logger ??= createLogger({ service: name }));
   let service: RunningService | undefined;
   let signalled: NodeJS.Signals | undefined;
+  const starting = new AbortController();
 
   const stop = async (signal: NodeJS.Signals) => {
-    if (!service) return;
     setTimeout(() => {
       log().error({ signal }, "shutdown did not finish in time; exiting");
       exit(1);
     }, options.hardTimeoutMs ?? 60_000).unref();
+    if (!service) {
+      // Still starting (perhaps waiting for a dependency): stop waiting; main settles soon.
+      starting.abort(new StartAbortedError(signal));
+      return;
+    }
     try {
       const { clean } = await service.stop(`received ${signal}`);
       exit(clean ? 0 : 1);
@@ -74,7 +80,7 @@ export function runService(
     exit(1);
   });
 
-  main().then(
+  main(starting.signal).then(
     (started) => {
       service = started;
       logger = started.logger;
@@ -82,6 +88,12 @@ export function runService(
       if (signalled) void stop(signalled);
     },
     (err: unknown) => {
+      if (err instanceof StartAbortedError) {
+        // Asked to stop before it was serving: nothing to drain, and not a failure.
+        log().info({ signal: err.signal }, "stopped during start-up");
+        exit(0);
+        return;
+      }
       if (err instanceof ConfigError) {
         // Problems name variables, never values; a stack trace would add nothing.
         process.stderr.write(`${name}: ${err.message}\n`);
@@ -92,4 +104,14 @@ export function runService(
       exit(1);
     },
   );
+}
+
+/** The reason start-up waits are aborted with when a signal arrives during start-up. */
+export class StartAbortedError extends Error {
+  readonly signal: NodeJS.Signals;
+  constructor(signal: NodeJS.Signals) {
+    super(`received ${signal} during start-up`);
+    this.name = "StartAbortedError";
+    this.signal = signal;
+  }
 }

@@ -11,7 +11,9 @@ import {
   InvalidArgumentError,
   ResourceExhaustedError,
   SpoolError,
+  UnavailableError,
 } from "../errors.js";
+import { isTransientError } from "../transient.js";
 import { lengthDelimited, stringField } from "./wire.js";
 
 export const STATUS_DETAILS_KEY = "grpc-status-details-bin";
@@ -39,9 +41,23 @@ const GENERIC_MESSAGES: Partial<Record<ErrorCode, string>> = {
   DEADLINE_EXCEEDED: "deadline exceeded",
 };
 
+/** What an UNAVAILABLE answer advises when its error does not say (a NATS reconnect takes about this long). */
+export const DEFAULT_UNAVAILABLE_RETRY_MS = 1_000;
+
+/**
+ * A raw error of a dependency that is away (NATS timeout or disconnection,
+ * PostgreSQL or Redis connection errors) as the UnavailableError it means;
+ * anything else unchanged. Handlers need not catch and wrap them one by one.
+ */
+export function classifyError(error: unknown): unknown {
+  if (error instanceof SpoolError || !isTransientError(error)) return error;
+  return new UnavailableError("a dependency is unavailable", { cause: error });
+}
+
 /** Maps anything a handler threw to the status the caller sees. Never leaks an unexpected error's text. */
-export function toGrpcStatus(error: unknown, requestId?: string): GrpcStatus {
+export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
   const metadata = new Metadata();
+  const error = classifyError(thrown);
   if (!(error instanceof SpoolError)) {
     return { code: Status.INTERNAL, details: internalMessage(requestId), metadata };
   }
@@ -53,8 +69,12 @@ export function toGrpcStatus(error: unknown, requestId?: string): GrpcStatus {
       metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [badRequest(violations)]));
     }
   }
-  if (error instanceof ResourceExhaustedError) {
-    const retryAfterMs = error.retryAfterMs;
+  if (error instanceof ResourceExhaustedError || error instanceof UnavailableError) {
+    // Transient: always say when to come back (UNAVAILABLE has a default, a limit knows its own).
+    const retryAfterMs =
+      error instanceof UnavailableError
+        ? (error.retryAfterMs ?? DEFAULT_UNAVAILABLE_RETRY_MS)
+        : error.retryAfterMs;
     if (typeof retryAfterMs === "number" && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) {
       const ms = Math.ceil(retryAfterMs);
       metadata.set(RETRY_AFTER_KEY, String(ms));
