@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import {
   ConcurrencyError,
   type EventStore,
+  FOLLOW_SCOPE,
   handleCommand,
   InvalidArgumentError,
   NotFoundError,
@@ -18,6 +19,7 @@ import {
   generationReducer,
 } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
+import { completeLifecycle, hasTerminal, settleThroughOutput } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 
 export interface StartInput {
@@ -39,7 +41,6 @@ export interface RequestLimits {
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ROLES = new Set(["system", "user", "assistant", "tool"]);
-export const FOLLOW_SCOPE = "gen:follow";
 
 /**
  * Generations: start (idempotent per user and client request id, within the
@@ -82,7 +83,16 @@ export class Generations {
         v.push({ field: `messages[${i}].role`, description: "system, user, assistant or tool" });
       if (m.content.length > l.maxMessageChars)
         v.push({ field: `messages[${i}].content`, description: `at most ${l.maxMessageChars} characters` });
+      // A Message carries only its text (no tool calls), so one without any says nothing.
+      else if (!/\S/u.test(m.content))
+        v.push({ field: `messages[${i}].content`, description: "required: not empty or only whitespace" });
     });
+    // A generation answers the last message: the user's turn or a tool's result, never its own
+    // (assistant) or a bare instruction (system).
+    const last = input.messages.length - 1;
+    const lastRole = input.messages[last]?.role;
+    if (lastRole !== undefined && ROLES.has(lastRole) && lastRole !== "user" && lastRole !== "tool")
+      v.push({ field: `messages[${last}].role`, description: "the last message is from the user or a tool" });
     if (total > l.maxTotalChars)
       v.push({ field: "messages", description: `at most ${l.maxTotalChars} characters in all` });
     for (const [field, ids] of [
@@ -141,7 +151,12 @@ export class Generations {
     }
   }
 
-  /** Writes the request and `created`; repeating it (after a crash between the two) completes it. */
+  /**
+   * Writes the request, then `created` if the output is still empty: a
+   * producer claiming the generation (or a cancel) in between writes
+   * `created` itself first (OutputLog.ensureCreated), so every output starts
+   * with it. Repeating this (after a crash between the two) completes it.
+   */
   async #create(request: Requested, actor: string): Promise<{ generation: Existing; created: boolean }> {
     const result = await handleCommand(this.#store, {
       subject: Subjects.generation(request.generationId),
@@ -149,20 +164,9 @@ export class Generations {
       actor,
       decide: (state) => decideRequest(state, request),
     });
-    const at = await this.#output.position(request.generationId);
-    if (at.sequence === 0) {
-      await this.#output
-        .append(
-          request.generationId,
-          at,
-          { $case: "created", value: { model: request.model, conversationId: request.conversationId } },
-          `created:${request.generationId}`,
-        )
-        .catch((e: unknown) => {
-          if (!(e instanceof ConcurrencyError)) throw e; // someone else wrote it first
-        });
-    }
     if (result.state.kind === "none") throw new Error("generation was not created");
+    // From the request that won (a parallel start of the same id may have carried another).
+    await this.#output.ensureCreated(request.generationId, result.state.request);
     return { generation: result.state, created: result.events.length > 0 };
   }
 
@@ -183,18 +187,46 @@ export class Generations {
   }
 
   /**
-   * Idempotent. A queued generation ends at once (its terminal event is
-   * written here, after the output it has); a running one's producer is told
-   * to stop. Only the queued case reads the output subject, so a cancel costs
-   * the same whatever a running generation has produced.
+   * GetGeneration: the generation as visible to the caller. The output's
+   * terminal event is written before the lifecycle's finish (finish.ts), so a
+   * client that followed the output to its end could otherwise still read the
+   * generation as running; when the output has ended, the lifecycle is
+   * completed from it first (idempotent; the same repair every writer makes).
+   */
+  async get(caller: Principal, generationId: string): Promise<Existing> {
+    const g = await this.visible(caller, generationId);
+    if (g.kind === "finished" || !(await this.#output.hasEnded(generationId))) return g;
+    const at = await this.#output.position(generationId);
+    if (hasTerminal(at)) await completeLifecycle(this.#store, generationId, at, "get-generation");
+    return this.visible(caller, generationId);
+  }
+
+  /**
+   * Idempotent. A queued generation ends here: `cancelled` goes to its output
+   * (after `created`), then the lifecycle records the request and the end
+   * (finish.ts) — a producer claiming it meanwhile is fenced by that terminal
+   * event, or, if its `started` landed first, ended by it. A running one's
+   * cancel request is recorded and its producer stops and writes the
+   * terminal event. Only the queued case reads the output subject, so a
+   * cancel costs the same whatever a running generation has produced.
    */
   async cancel(caller: Principal, generationId: string): Promise<Existing> {
     await this.visible(caller, generationId);
     const subject = Subjects.generation(generationId);
     for (;;) {
       const { state } = await this.#store.load(subject, generationReducer);
-      const at = state.kind === "queued" ? await this.#output.position(generationId) : undefined;
-      let result: { state: Generation; events: readonly unknown[] };
+      if (state.kind === "queued") {
+        await settleThroughOutput(
+          { store: this.#store, output: this.#output },
+          generationId,
+          state.request,
+          () => ({ $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } }),
+          { name: "cancel", actor: caller.subject, cancelledBy: caller.subject },
+        );
+        await this.#limits.release(state.request.ownerId, generationId);
+        return this.visible(caller, generationId);
+      }
+      let result: { state: Generation };
       try {
         result = await handleCommand(this.#store, {
           subject,
@@ -202,9 +234,9 @@ export class Generations {
           actor: caller.subject,
           maxAttempts: 1,
           decide: (current) => {
-            // Re-queued since we looked: read the output position, then decide again.
-            if (current.kind === "queued" && !at) throw new ConcurrencyError(subject, -1);
-            return decideCancel(current, caller.subject, (at?.sequence ?? 0) + 1);
+            // Re-queued since we looked: a queued generation is ended through its output (above).
+            if (current.kind === "queued") throw new ConcurrencyError(subject, -1);
+            return decideCancel(current, caller.subject);
           },
         });
       } catch (e) {
@@ -213,19 +245,6 @@ export class Generations {
       }
       const g = result.state;
       if (g.kind === "none") throw new NotFoundError("generation not found");
-      if (g.kind === "finished" && result.events.length > 0 && at) {
-        await this.#output
-          .append(
-            generationId,
-            at,
-            { $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } },
-            `terminal:${generationId}`,
-          )
-          .catch((e: unknown) => {
-            if (!(e instanceof ConcurrencyError)) throw e;
-          });
-        await this.#limits.release(g.request.ownerId, generationId);
-      }
       return g;
     }
   }

@@ -1,29 +1,70 @@
-import type { EventStore } from "@spool/kit";
-import type { GenerationEvent } from "@spool/proto/spool/generation/v1/generation.js";
+import { ConcurrencyError, type EventStore } from "@spool/kit";
+import type { GenerationRequested } from "@spool/proto/spool/generation/v1/events.js";
+import type {
+  GenerationEvent,
+  ToolCallRequested,
+  Usage,
+} from "@spool/proto/spool/generation/v1/generation.js";
 import { OutputEvent, Subjects } from "../domain/events.js";
 
-/** Where a generation's output subject stands. */
+export type EventBody = NonNullable<GenerationEvent["event"]>;
+export type TerminalEvent = Extract<EventBody, { $case: "completed" | "failed" | "cancelled" }>;
+
+/** Where a generation's output subject stands, and what it says so far. */
 export interface OutputPosition {
   /** JetStream sequence of the subject's last message (0 = empty): the optimistic-concurrency token. */
   streamSeq: number;
   /** Per-generation sequence of the last event (0 = none). */
   sequence: number;
-  terminal: boolean;
+  /** The terminal event, once written: nothing follows it, and the lifecycle's outcome is read from it. */
+  terminal: TerminalEvent | undefined;
+  /** Epoch of the last `started` event (0 = none yet). */
+  epoch: number;
   /** Whether any delta or tool call was written (a lost producer then fails the generation rather than re-queue it). */
   producedOutput: boolean;
   text: string;
+  toolCalls: ToolCallRequested[];
+  /** The last usage reported. */
+  usage: Usage;
 }
 
-type EventBody = NonNullable<GenerationEvent["event"]>;
+export const EMPTY_POSITION: OutputPosition = {
+  streamSeq: 0,
+  sequence: 0,
+  terminal: undefined,
+  epoch: 0,
+  producedOutput: false,
+  text: "",
+  toolCalls: [],
+  usage: { promptTokens: 0n, completionTokens: 0n },
+};
 
-export function isTerminal(e: GenerationEvent["event"]): boolean {
+export function isTerminal(e: GenerationEvent["event"]): e is TerminalEvent {
   return e?.$case === "completed" || e?.$case === "failed" || e?.$case === "cancelled";
+}
+
+/** The position after `event` was stored at `streamSeq` with per-generation `sequence`. */
+function advance(at: OutputPosition, event: EventBody | undefined, streamSeq: number, sequence: number) {
+  const next: OutputPosition = { ...at, streamSeq, sequence };
+  if (isTerminal(event)) next.terminal ??= event;
+  if (event?.$case === "started") next.epoch = Number(event.value.epoch);
+  if (event?.$case === "delta") {
+    next.producedOutput = true;
+    next.text = at.text + event.value.text;
+  }
+  if (event?.$case === "toolCall") {
+    next.producedOutput = true;
+    next.toolCalls = [...at.toolCalls, event.value];
+  }
+  if (event?.$case === "usage" && event.value.usage) next.usage = event.value.usage;
+  return next;
 }
 
 /**
  * The followable log of a generation: subject gen.output.<id> in GEN_OUTPUT.
  * Every append names the subject's last stream sequence it expects, so there
- * is one order, and a writer that is not the current one is refused.
+ * is one order, and a writer that is not the current one is refused: once a
+ * terminal event is written, every other writer's next append conflicts.
  */
 export class OutputLog {
   readonly #store: EventStore;
@@ -33,33 +74,27 @@ export class OutputLog {
   }
 
   async position(generationId: string): Promise<OutputPosition> {
-    const pos: OutputPosition = {
-      streamSeq: 0,
-      sequence: 0,
-      terminal: false,
-      producedOutput: false,
-      text: "",
-    };
+    let pos = EMPTY_POSITION;
     for await (const events of this.#store.readSubject(Subjects.output(generationId))) {
       for (const e of events) {
         const decoded = OutputEvent.decode(e.data);
-        pos.streamSeq = e.streamSequence;
-        pos.sequence = Number(decoded.sequence);
-        if (isTerminal(decoded.event)) pos.terminal = true;
-        if (decoded.event?.$case === "delta") {
-          pos.producedOutput = true;
-          pos.text += decoded.event.value.text;
-        }
-        if (decoded.event?.$case === "toolCall") pos.producedOutput = true;
+        pos = advance(pos, decoded.event, e.streamSequence, Number(decoded.sequence));
       }
     }
     return pos;
   }
 
+  /** Whether the output already ends with its terminal event (reads only the last message). */
+  async hasEnded(generationId: string): Promise<boolean> {
+    const last = await this.#store.readLast(Subjects.output(generationId));
+    return last.some((e) => isTerminal(OutputEvent.decode(e.data).event));
+  }
+
   /**
    * Appends the next event after `at`; returns the new position. A stale `at`
    * (someone else appended) throws ConcurrencyError. `messageId` makes a
-   * retried append land once.
+   * retried append land once; it must name this writer and this position
+   * (a duplicate is taken as this very event stored right after `at`).
    */
   async append(
     generationId: string,
@@ -73,12 +108,31 @@ export class OutputLog {
       [OutputEvent.create({ generationId, sequence: BigInt(sequence), timeMs: BigInt(Date.now()), event })],
       { expectedSequence: at.streamSeq, ...(messageId ? { messageId } : {}) },
     );
-    return {
-      streamSeq: result.sequence,
-      sequence,
-      terminal: at.terminal || isTerminal(event),
-      producedOutput: at.producedOutput || event.$case === "delta" || event.$case === "toolCall",
-      text: at.text + (event.$case === "delta" ? event.value.text : ""),
-    };
+    return advance(at, event, result.sequence, sequence);
+  }
+
+  /**
+   * Writes `created` if the output is still empty. Whoever may write a
+   * generation's first output event (the start, a producer claiming it, a
+   * cancel) calls this first, so every output starts with `created` whatever
+   * the order they run in. The message id is shared: identical content, and
+   * only ever at sequence 1.
+   */
+  async ensureCreated(
+    generationId: string,
+    request: Pick<GenerationRequested, "model" | "conversationId">,
+  ): Promise<void> {
+    if ((await this.#store.lastSequence(Subjects.output(generationId))) !== 0) return;
+    try {
+      await this.append(
+        generationId,
+        EMPTY_POSITION,
+        { $case: "created", value: { model: request.model, conversationId: request.conversationId } },
+        `created:${generationId}`,
+      );
+    } catch (e) {
+      // Someone wrote first, and wrote `created` first (every first writer comes through here).
+      if (!(e instanceof ConcurrencyError)) throw e;
+    }
   }
 }

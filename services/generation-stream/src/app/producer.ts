@@ -1,4 +1,12 @@
-import { ConcurrencyError, type EventStore, handleCommand, NotFoundError } from "@spool/kit";
+import {
+  ConcurrencyError,
+  type EventStore,
+  FailedPreconditionError,
+  handleCommand,
+  isTransientNatsError,
+  NotFoundError,
+  UnavailableError,
+} from "@spool/kit";
 import {
   FailureReason,
   GenerationStatus,
@@ -8,7 +16,6 @@ import {
 import { Subjects } from "../domain/events.js";
 import {
   assertCanProduce,
-  decideFinish,
   decideGrantLease,
   decideRenew,
   type Existing,
@@ -17,7 +24,9 @@ import {
   type Producer,
   StaleLeaseError,
 } from "../domain/generation.js";
-import type { OutputLog, OutputPosition } from "./output-log.js";
+import { type Clock, systemClock } from "./clock.js";
+import { completeLifecycle, hasTerminal, terminalEvent } from "./finish.js";
+import { EMPTY_POSITION, type EventBody, type OutputLog, type OutputPosition } from "./output-log.js";
 
 /** Ids as Generations issues them; anything else (dots, wildcards) must never reach a subject. */
 const GENERATION_ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -29,75 +38,96 @@ function checkId(generationId: string): void {
 export interface LeasePolicy {
   /** How long a lease lasts unless renewed. */
   leaseMs: number;
+  /**
+   * A producer appends nothing once its lease has less than this left by its
+   * own clock. The lease sweeper waits longer than this past expiry
+   * (LeaseSweeper's graceMs), so a producer frozen at its lease's edge has
+   * stopped before its generation is settled.
+   */
+  safetyMarginMs: number;
+  clock?: Clock;
+}
+
+type Deps = { store: EventStore; output: OutputLog; policy: LeasePolicy };
+
+/** NATS away for now (timeout, reconnecting, no responders, a read cut short): worth another try. */
+function retryable(e: unknown): boolean {
+  return isTransientNatsError(e) || e instanceof UnavailableError;
+}
+
+/** Backoff between retries of a transient NATS error (doubling from 50 ms, at most 1 s, with jitter). */
+function backoffMs(attempt: number): number {
+  return Math.min(1_000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2);
 }
 
 /**
  * A producer's hold on one generation: a lease (epoch) on its lifecycle
- * subject and the position of its output subject. Every output append is
- * fenced by the output subject's sequence; the terminal event is fenced by the
- * lease. Whoever claims after this producer appends first, so this producer's
- * next append fails with StaleLeaseError.
+ * subject and the position of its output subject. Fenced twice:
+ *
+ * - by time: before every output append (and every retry of one) the lease
+ *   must have `safetyMarginMs` left on this process's monotonic clock, counted
+ *   from before the grant or renewal was requested;
+ * - by the output subject: every append names the position this producer
+ *   holds, so once anyone else appended (a new holder's `started`, a terminal
+ *   event) its next append conflicts and it stops (StaleLeaseError).
+ *
+ * A transient NATS error (timeout, disconnection, no responders) is retried
+ * with backoff for as long as the lease lasts; only a lost or lapsed lease
+ * stops the producer.
  */
 export class ProducerSession {
   readonly generationId: string;
   readonly epoch: number;
   readonly generation: Existing;
-  #position: OutputPosition;
+  #position: OutputPosition = EMPTY_POSITION;
   #usage: Usage = { promptTokens: 0n, completionTokens: 0n };
-  readonly #toolCalls: ToolCallRequested[] = [];
   readonly #store: EventStore;
   readonly #output: OutputLog;
   readonly #policy: LeasePolicy;
+  readonly #clock: Clock;
+  /** When the lease runs out, on the monotonic clock (never later than the lifecycle says). */
+  #deadline: number;
   #finished = false;
 
-  private constructor(
-    deps: { store: EventStore; output: OutputLog; policy: LeasePolicy },
-    generation: Existing,
-    position: OutputPosition,
-  ) {
+  private constructor(deps: Deps, generation: Existing, deadline: number) {
     this.#store = deps.store;
     this.#output = deps.output;
     this.#policy = deps.policy;
+    this.#clock = deps.policy.clock ?? systemClock;
     this.generation = generation;
     this.generationId = generation.request.generationId;
     this.epoch = generation.epoch;
-    this.#position = position;
+    this.#deadline = deadline;
   }
 
   /**
    * Takes the lease (the next epoch, atomically: two claimants cannot both
    * win) and writes `started` with it to the output subject, which fences out
    * any earlier producer. A generation of an organisation the producer does
-   * not serve is NOT_FOUND, like an unknown one.
+   * not serve is NOT_FOUND, like an unknown one. If the output already holds
+   * a terminal event (an earlier producer finished after its lease lapsed),
+   * the generation is finished from it; if it holds output of an earlier
+   * producer (one that lost its lease while an append was in flight), it
+   * fails as PRODUCER_LOST rather than show followers a second text. Either
+   * way the claim then fails with FAILED_PRECONDITION.
    */
-  static async claim(
-    deps: { store: EventStore; output: OutputLog; policy: LeasePolicy },
-    generationId: string,
-    producer: Producer,
-  ): Promise<ProducerSession> {
+  static async claim(deps: Deps, generationId: string, producer: Producer): Promise<ProducerSession> {
     checkId(generationId);
+    const clock = deps.policy.clock ?? systemClock;
+    // Measured before the grant is decided: the lease ends no earlier than this plus its length.
+    const asked = clock.monoMs();
     const result = await handleCommand(deps.store, {
       subject: Subjects.generation(generationId),
       reducer: generationReducer,
       actor: producer.id,
       maxAttempts: 1,
-      decide: (state) => decideGrantLease(state, producer, Date.now(), deps.policy.leaseMs),
+      decide: (state) => decideGrantLease(state, producer, clock.wallMs(), deps.policy.leaseMs),
     });
     const generation = result.state;
     if (generation.kind !== "running") throw new StaleLeaseError();
-    for (;;) {
-      const at = await deps.output.position(generationId);
-      try {
-        const position = await deps.output.append(generationId, at, {
-          $case: "started",
-          value: { epoch: BigInt(generation.epoch), producer: producer.id },
-        });
-        return new ProducerSession(deps, generation, position);
-      } catch (e) {
-        // The previous producer slipped an append in before seeing the new lease: start after it.
-        if (!(e instanceof ConcurrencyError)) throw e;
-      }
-    }
+    const session = new ProducerSession(deps, generation, asked + deps.policy.leaseMs);
+    await session.#open();
+    return session;
   }
 
   /**
@@ -106,23 +136,29 @@ export class ProducerSession {
    * and never a generation of an organisation the producer does not serve.
    */
   static async resume(
-    deps: { store: EventStore; output: OutputLog; policy: LeasePolicy },
+    deps: Deps,
     generationId: string,
     epoch: number,
     producer: Producer,
   ): Promise<ProducerSession> {
     checkId(generationId);
+    const clock = deps.policy.clock ?? systemClock;
     const { state } = await deps.store.load(Subjects.generation(generationId), generationReducer);
     assertCanProduce(producer, state);
-    if (
-      state.kind !== "running" ||
-      state.epoch !== epoch ||
-      state.producer !== producer.id ||
-      Date.now() >= state.leaseExpiresAtMs
-    ) {
+    const left = state.leaseExpiresAtMs - clock.wallMs();
+    if (state.kind !== "running" || state.epoch !== epoch || state.producer !== producer.id || left <= 0) {
       throw new StaleLeaseError();
     }
-    return new ProducerSession(deps, state, await deps.output.position(generationId));
+    const session = new ProducerSession(deps, state, clock.monoMs() + left);
+    session.#position = await session.#retrying(() => deps.output.position(generationId));
+    if (hasTerminal(session.#position)) {
+      // Settled already (by the sweeper, or this producer's own finish whose lifecycle step was lost).
+      await session.#adopt();
+      throw new StaleLeaseError("the generation has finished");
+    }
+    if (session.#position.epoch !== epoch) throw new StaleLeaseError();
+    session.#usage = session.#position.usage; // as reported on an earlier stream of this lease
+    return session;
   }
 
   get position(): OutputPosition {
@@ -133,15 +169,99 @@ export class ProducerSession {
     return this.#finished;
   }
 
-  async #append(event: Parameters<OutputLog["append"]>[2]): Promise<number> {
+  /** Milliseconds of lease left on this process's clock (negative once it ran out). */
+  get leaseLeftMs(): number {
+    return this.#deadline - this.#clock.monoMs();
+  }
+
+  /** `created` if missing, then `started` with this epoch, after whatever the output holds. */
+  async #open(): Promise<void> {
+    const id = this.generationId;
+    for (;;) {
+      const at = await this.#retrying(() => this.#output.position(id));
+      this.#position = at;
+      if (hasTerminal(at)) {
+        await this.#adopt();
+        throw new FailedPreconditionError("the generation has finished");
+      }
+      if (at.sequence === 0) {
+        await this.#retrying(() => this.#output.ensureCreated(id, this.generation.request));
+        continue;
+      }
+      if (at.producedOutput) {
+        await this.fail(
+          FailureReason.FAILURE_REASON_PRODUCER_LOST,
+          "a producer that lost its lease wrote output after the generation was re-queued",
+        );
+        throw new FailedPreconditionError("the generation has finished");
+      }
+      try {
+        this.#position = await this.#retrying(() =>
+          this.#output.append(
+            id,
+            at,
+            { $case: "started", value: { epoch: BigInt(this.epoch), producer: this.generation.producer } },
+            `started:${id}:${this.epoch}`,
+          ),
+        );
+        return;
+      } catch (e) {
+        // An earlier producer's in-flight append landed first: look again.
+        if (!(e instanceof ConcurrencyError)) throw e;
+      }
+    }
+  }
+
+  /** StaleLeaseError unless the lease has more than `marginMs` left by this process's clock. */
+  #checkLease(marginMs: number): void {
     if (this.#finished) throw new StaleLeaseError("the generation has finished");
+    if (this.leaseLeftMs <= marginMs) throw new StaleLeaseError("the lease ran out");
+  }
+
+  /**
+   * Runs a NATS step, retrying transient errors with backoff while the lease
+   * lasts; the lease is checked before every attempt.
+   */
+  async #retrying<T>(step: () => Promise<T>, marginMs = this.#policy.safetyMarginMs): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      this.#checkLease(marginMs);
+      try {
+        return await step();
+      } catch (e) {
+        if (!retryable(e)) throw e;
+        const left = this.leaseLeftMs - marginMs;
+        if (left <= 0) throw new StaleLeaseError("the lease ran out while NATS was unavailable");
+        await new Promise((r) => setTimeout(r, Math.min(backoffMs(attempt), left)));
+      }
+    }
+  }
+
+  /** The output already ends with a terminal event: the lifecycle follows it, and this producer is done. */
+  async #adopt(): Promise<void> {
+    const at = this.#position;
+    this.#finished = true;
+    if (hasTerminal(at)) await completeLifecycle(this.#store, this.generationId, at, "producer");
+  }
+
+  async #append(event: EventBody): Promise<number> {
+    const at = this.#position;
+    // Names this producer's epoch and the position: a retry after a lost ack is recognised as this event.
+    const messageId = `out:${this.generationId}:${this.epoch}:${at.sequence + 1}`;
     try {
-      this.#position = await this.#output.append(this.generationId, this.#position, event);
+      this.#position = await this.#retrying(() =>
+        this.#output.append(this.generationId, at, event, messageId),
+      );
       return this.#position.sequence;
     } catch (e) {
-      if (e instanceof ConcurrencyError) throw new StaleLeaseError();
-      throw e;
+      if (!(e instanceof ConcurrencyError)) throw e;
     }
+    // Someone else appended: a new holder's `started`, or a terminal event (which ends it for us too).
+    const now = await this.#output.position(this.generationId).catch(() => undefined);
+    if (now && hasTerminal(now)) {
+      this.#position = now;
+      await this.#adopt().catch(() => {}); // the sweeper completes the lifecycle otherwise
+    }
+    throw new StaleLeaseError();
   }
 
   delta(text: string): Promise<number> {
@@ -149,7 +269,6 @@ export class ProducerSession {
   }
 
   toolCall(call: ToolCallRequested): Promise<number> {
-    this.#toolCalls.push(call);
     return this.#append({ $case: "toolCall", value: call });
   }
 
@@ -158,76 +277,64 @@ export class ProducerSession {
     return this.#append({ $case: "usage", value: { usage } });
   }
 
-  /** Extends the lease; StaleLeaseError when it is no longer ours. */
+  /**
+   * Extends the lease; StaleLeaseError when it is no longer ours or ran out.
+   * Transient errors are retried up to the lease's end (the lifecycle's
+   * optimistic concurrency, not this clock, decides whether it still holds).
+   */
   async renew(): Promise<number> {
-    const r = await handleCommand(this.#store, {
-      subject: Subjects.generation(this.generationId),
-      reducer: generationReducer,
-      maxAttempts: 5,
-      decide: (state) => decideRenew(state, this.epoch, Date.now(), this.#policy.leaseMs),
-    });
-    return r.state.kind === "none" ? 0 : r.state.leaseExpiresAtMs;
+    return this.#retrying(async () => {
+      const asked = this.#clock.monoMs();
+      const r = await handleCommand(this.#store, {
+        subject: Subjects.generation(this.generationId),
+        reducer: generationReducer,
+        maxAttempts: 5,
+        decide: (state) => decideRenew(state, this.epoch, this.#clock.wallMs(), this.#policy.leaseMs),
+      });
+      this.#deadline = asked + this.#policy.leaseMs;
+      return r.state.kind === "none" ? 0 : r.state.leaseExpiresAtMs;
+    }, 0);
   }
 
   complete(): Promise<void> {
-    return this.#finish({
-      status: GenerationStatus.GENERATION_STATUS_COMPLETED,
-      failureReason: FailureReason.FAILURE_REASON_UNSPECIFIED,
-      failureMessage: "",
-    });
+    return this.#finish(GenerationStatus.GENERATION_STATUS_COMPLETED);
   }
 
   fail(reason: FailureReason, message: string): Promise<void> {
-    return this.#finish({
-      status: GenerationStatus.GENERATION_STATUS_FAILED,
-      failureReason: reason,
-      failureMessage: message.slice(0, 1000),
+    return this.#finish(GenerationStatus.GENERATION_STATUS_FAILED, {
+      reason,
+      message: message.slice(0, 1000),
     });
   }
 
   cancelled(): Promise<void> {
-    return this.#finish({
-      status: GenerationStatus.GENERATION_STATUS_CANCELLED,
-      failureReason: FailureReason.FAILURE_REASON_UNSPECIFIED,
-      failureMessage: "",
-    });
+    return this.#finish(GenerationStatus.GENERATION_STATUS_CANCELLED);
   }
 
   /**
-   * The terminal event, twice: on the lifecycle subject under the lease (kept
-   * for good, with the transcript), then on the output subject (followers end
-   * there). The message id makes a retried output append land once.
+   * The terminal event: on the output first, under the lease and at this
+   * producer's position (see finish.ts); then the lifecycle copies it. If
+   * another writer's terminal is there first, this producer adopts it and
+   * fails with StaleLeaseError: its own ending did not happen.
    */
-  async #finish(o: Pick<Outcome, "status" | "failureReason" | "failureMessage">): Promise<void> {
+  async #finish(
+    status: Outcome["status"],
+    failure?: { reason: FailureReason; message: string },
+  ): Promise<void> {
     if (this.#finished) return;
-    const outcome: Outcome = {
-      ...o,
-      text: this.#position.text,
-      usage: this.#usage,
-      toolCalls: this.#toolCalls,
-      lastSequence: this.#position.sequence + 1,
-    };
-    await handleCommand(this.#store, {
-      subject: Subjects.generation(this.generationId),
-      reducer: generationReducer,
-      maxAttempts: 5,
-      decide: (state) => decideFinish(state, this.epoch, Date.now(), outcome),
-    });
+    await this.#append(terminalEvent(status, this.#usage, failure));
     this.#finished = true;
-    const event =
-      o.status === GenerationStatus.GENERATION_STATUS_COMPLETED
-        ? ({ $case: "completed", value: { usage: this.#usage } } as const)
-        : o.status === GenerationStatus.GENERATION_STATUS_CANCELLED
-          ? ({ $case: "cancelled", value: { usage: this.#usage } } as const)
-          : ({
-              $case: "failed",
-              value: { reason: o.failureReason, message: o.failureMessage, usage: this.#usage },
-            } as const);
-    this.#position = await this.#output.append(
-      this.generationId,
-      this.#position,
-      event,
-      `terminal:${this.generationId}`,
-    );
+    const at = this.#position;
+    if (!hasTerminal(at)) throw new Error("a terminal event was appended but not recorded");
+    // The output decided; copying it to the lifecycle is not bound to the lease (the sweeper does it otherwise).
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await completeLifecycle(this.#store, this.generationId, at, "producer");
+        return;
+      } catch (e) {
+        if (!retryable(e) || attempt >= 10) throw e;
+        await new Promise((r) => setTimeout(r, backoffMs(attempt)));
+      }
+    }
   }
 }

@@ -1,26 +1,35 @@
-import { ConcurrencyError, type EventStore, handleCommand, type Logger } from "@spool/kit";
-import { GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
+import { type EventStore, handleCommand, type Logger } from "@spool/kit";
+import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
-import { decideExpire, generationReducer } from "../domain/generation.js";
+import { decideRequeue, generationReducer, leaseLapsed } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
+import { type Clock, systemClock } from "./clock.js";
+import { settleThroughOutput, terminalEvent } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 
+export type Settled = "requeued" | "finished" | undefined;
+
 /**
- * No generation stays running forever: a lease that ran out (its producer
- * died or stalled) is settled here — re-queued when nothing was produced yet,
- * failed with PRODUCER_LOST otherwise, and the terminal event is written to
- * the output so followers end. Every replica sweeps; optimistic concurrency
- * on the lifecycle subject lets exactly one settle each generation.
+ * No generation stays running forever: a lease that lapsed (its producer
+ * died or stalled) more than `graceMs` ago is settled here — re-queued when
+ * nothing was produced yet, ended otherwise (failed PRODUCER_LOST, or
+ * cancelled if a cancel was requested) through the output first, so
+ * followers end and the lifecycle agrees with what they saw (finish.ts).
+ * Every replica sweeps; the output's and the lifecycle's
+ * optimistic concurrency let exactly one terminal event through.
  */
 export class LeaseSweeper {
   readonly #o: {
     store: EventStore;
     output: OutputLog;
-    generations: GenerationsReadModel;
-    limits: UserLimits;
+    generations: Pick<GenerationsReadModel, "expiredLeases">;
+    limits: Pick<UserLimits, "release">;
     logger: Logger;
     intervalMs: number;
+    /** How long past a lease's expiry before it is settled; longer than producers' safety margin. */
+    graceMs: number;
+    clock: Clock;
   };
   #timer: NodeJS.Timeout | undefined;
   #tick: Promise<void> = Promise.resolve();
@@ -28,12 +37,14 @@ export class LeaseSweeper {
   constructor(options: {
     store: EventStore;
     output: OutputLog;
-    generations: GenerationsReadModel;
-    limits: UserLimits;
+    generations: Pick<GenerationsReadModel, "expiredLeases">;
+    limits: Pick<UserLimits, "release">;
     logger: Logger;
     intervalMs: number;
+    graceMs: number;
+    clock?: Clock;
   }) {
-    this.#o = options;
+    this.#o = { ...options, clock: options.clock ?? systemClock };
   }
 
   start(): void {
@@ -52,36 +63,61 @@ export class LeaseSweeper {
     await this.#tick;
   }
 
-  /** Settles every expired lease found now; returns how many it settled. */
-  async sweep(nowMs = Date.now()): Promise<number> {
+  /** Settles every lapsed lease found now; returns how many it settled. */
+  async sweep(): Promise<number> {
     let settled = 0;
-    const expired = await this.#o.generations.expiredLeases();
-    for (const { generation_id: id, owner_id: owner } of expired) {
-      const at = await this.#o.output.position(id);
-      const result = await handleCommand(this.#o.store, {
-        subject: Subjects.generation(id),
-        reducer: generationReducer,
-        actor: "lease-sweeper",
-        decide: (state) => decideExpire(state, nowMs, at.producedOutput, at.sequence + 1),
-      });
-      if (result.events.length === 0) continue;
-      settled++;
-      const g = result.state;
-      if (g.kind !== "finished" || !g.outcome) continue; // re-queued: a worker picks it up
-      const usage = g.outcome.usage;
-      const event =
-        g.outcome.status === GenerationStatus.GENERATION_STATUS_CANCELLED
-          ? ({ $case: "cancelled", value: { usage } } as const)
-          : ({
-              $case: "failed",
-              value: { reason: g.outcome.failureReason, message: g.outcome.failureMessage, usage },
-            } as const);
-      await this.#o.output.append(id, at, event, `terminal:${id}`).catch((e: unknown) => {
-        if (!(e instanceof ConcurrencyError)) throw e;
-      });
-      await this.#o.limits.release(owner, id);
-      this.#o.logger.warn({ generationId: id, status: g.outcome.status }, "expired lease settled");
+    for (const { generation_id: id, owner_id: owner } of await this.#o.generations.expiredLeases()) {
+      try {
+        const result = await this.settle(id);
+        if (!result) continue;
+        settled++;
+        if (result === "finished") await this.#o.limits.release(owner, id);
+        this.#o.logger.warn({ generationId: id, result }, "expired lease settled");
+      } catch (e) {
+        // One generation's trouble (NATS away, a conflict storm) must not stop the others; next sweep retries.
+        this.#o.logger.warn({ err: e, generationId: id }, "could not settle a lapsed lease");
+      }
     }
     return settled;
+  }
+
+  /**
+   * Settles one generation if its lease lapsed more than the grace ago by
+   * this replica's clock; otherwise does nothing.
+   */
+  async settle(generationId: string, nowMs = this.#o.clock.wallMs()): Promise<Settled> {
+    const { store, output } = this.#o;
+    const subject = Subjects.generation(generationId);
+    const { state } = await store.load(subject, generationReducer);
+    if (state.kind !== "running" || !leaseLapsed(state, state.epoch, nowMs, this.#o.graceMs))
+      return undefined;
+    const epoch = state.epoch;
+    const at = await output.position(generationId);
+    // A newer producer started since the lifecycle was read: nothing lapsed.
+    if (at.epoch > epoch) return undefined;
+    if (!at.terminal && !at.producedOutput && !state.cancelRequested) {
+      const r = await handleCommand(store, {
+        subject,
+        reducer: generationReducer,
+        actor: "lease-sweeper",
+        decide: (current) => decideRequeue(current, epoch, nowMs, this.#o.graceMs),
+      });
+      // Should an in-flight append of the lapsed producer land after this, the next claim fails it (producer.ts).
+      return r.events.length > 0 ? "requeued" : undefined;
+    }
+    await settleThroughOutput(
+      { store, output },
+      generationId,
+      state.request,
+      (current) =>
+        state.cancelRequested
+          ? terminalEvent(GenerationStatus.GENERATION_STATUS_CANCELLED, current.usage)
+          : terminalEvent(GenerationStatus.GENERATION_STATUS_FAILED, current.usage, {
+              reason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
+              message: "the producer stopped renewing its lease",
+            }),
+      { name: "sweep", actor: "lease-sweeper" },
+    );
+    return "finished";
   }
 }

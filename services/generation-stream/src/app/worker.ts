@@ -11,7 +11,7 @@ import { type EventStore, FailedPreconditionError, type Logger } from "@spool/ki
 import { FailureReason } from "@spool/proto/spool/generation/v1/generation.js";
 import { Coalescer } from "../domain/coalescer.js";
 import { GenerationRequested, GenerationRequeued, Subjects } from "../domain/events.js";
-import { generationReducer } from "../domain/generation.js";
+import { generationReducer, StaleLeaseError } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import { type ModelProvider, type ModelRequest, ProviderError } from "../providers/types.js";
 import { watchCancel } from "./cancel-watch.js";
@@ -21,7 +21,7 @@ import { type LeasePolicy, ProducerSession } from "./producer.js";
 export interface WorkerOptions {
   store: EventStore;
   output: OutputLog;
-  limits: UserLimits;
+  limits: Pick<UserLimits, "refresh" | "release">;
   logger: Logger;
   lease: LeasePolicy;
   /** Spool model name -> provider serving it. Models not listed are left for external producers. */
@@ -146,16 +146,30 @@ export class GenerationWorker {
       cancelled = true;
       abort.abort();
     });
+    // Renewed every third of the lease, one renewal at a time; a renewal retries transient NATS
+    // errors while the lease lasts, so only a lost or lapsed lease stops the generation.
     const renewEvery = Math.max(250, Math.floor(this.#o.lease.leaseMs / 3));
-    const renewal = setInterval(() => {
-      session.renew().then(
-        () => this.#o.limits.refresh(request.ownerId, session.generationId).catch(() => {}),
-        () => {
+    let renewing = true;
+    let wake: () => void = () => {};
+    const renewal = (async () => {
+      while (renewing) {
+        await new Promise<void>((r) => {
+          wake = r;
+          setTimeout(r, renewEvery).unref();
+        });
+        if (!renewing || session.finished) return;
+        try {
+          await session.renew();
+          await this.#o.limits.refresh(request.ownerId, session.generationId).catch(() => {});
+        } catch (e) {
+          if (!renewing || session.finished) return;
+          log.warn({ err: e }, "lease lost");
           leaseLost = true;
           abort.abort();
-        },
-      );
-    }, renewEvery);
+          return;
+        }
+      }
+    })();
     const coalescer = new Coalescer({
       windowMs: this.#o.coalesceWindowMs,
       maxChars: this.#o.coalesceMaxChars,
@@ -196,7 +210,7 @@ export class GenerationWorker {
       if (cancelled) await session.cancelled();
       else await session.complete();
     } catch (e) {
-      if (leaseLost || this.#stopped) {
+      if (leaseLost || this.#stopped || e instanceof StaleLeaseError) {
         // Not ours to end: another producer holds it, or this replica is going away and the
         // lease sweeper re-queues it (no output yet) or fails it (output already followed).
         coalescer.discard();
@@ -211,7 +225,9 @@ export class GenerationWorker {
         log.warn({ err: finishError }, "could not record the end of the generation; the lease sweeper will");
       }
     } finally {
-      clearInterval(renewal);
+      renewing = false;
+      wake();
+      await renewal;
       stopWatch();
       if (session.finished)
         await this.#o.limits.release(request.ownerId, session.generationId).catch(() => {});

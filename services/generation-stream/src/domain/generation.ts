@@ -174,52 +174,51 @@ export function decideRenew(state: Generation, epoch: number, nowMs: number, lea
 }
 
 /**
- * Cancellation is idempotent. A queued generation (no producer) finishes as
- * cancelled at once; a running one records the request, its producer stops
- * and writes the terminal event.
+ * Records a cancel request of a running generation (idempotent): its
+ * producer stops and writes the terminal `cancelled` event (or the sweeper
+ * does, should its lease lapse), and it can no longer be re-queued. A queued
+ * one is ended by the canceller through its output, which records this
+ * request together with the finish (see `decideSettle`).
  */
-export function decideCancel(state: Generation, requestedBy: string, lastSequence: number): NewEvent[] {
+export function decideCancel(state: Generation, requestedBy: string): NewEvent[] {
   if (state.kind === "none" || state.kind === "finished" || state.cancelRequested) return [];
-  const requested = GenerationCancelRequested.create({ requestedBy });
-  if (state.kind === "running") return [requested];
-  return [
-    requested,
-    finished({ ...emptyOutcome(lastSequence), status: GenerationStatus.GENERATION_STATUS_CANCELLED }),
-  ];
+  return [GenerationCancelRequested.create({ requestedBy })];
 }
 
-/** The terminal event, written under the lease that produced the output. */
-export function decideFinish(state: Generation, epoch: number, nowMs: number, outcome: Outcome): NewEvent[] {
-  assertLease(state, epoch, nowMs);
+/**
+ * Ends the lifecycle as the output's terminal event says. The output terminal
+ * is the decision (whoever placed it first, under the output subject's
+ * sequence, won; any other writer is fenced by it), so this is no longer
+ * subject to a lease: it only copies that decision, once. Whoever finds an
+ * output terminal without a lifecycle finish completes it, so a crash between
+ * the two appends is repaired.
+ */
+export function decideSettle(state: Generation, outcome: Outcome): NewEvent[] {
+  if (state.kind === "none") throw new NotFoundError("generation not found");
+  if (state.kind === "finished") return [];
   return [finished(outcome)];
 }
 
 /**
- * A lease that ran out: with no output yet the generation is queued again;
- * with output it fails (a follower must not see a second, different text).
+ * Whether the lease of `epoch` ran out more than `graceMs` ago. The grace is
+ * longer than the margin producers keep before their own expiry, so a
+ * producer frozen at its lease's edge has stopped by its own clock before
+ * anyone settles its generation.
  */
-export function decideExpire(
-  state: Generation,
-  nowMs: number,
-  producedOutput: boolean,
-  lastSequence: number,
-): NewEvent[] {
-  if (state.kind !== "running" || nowMs < state.leaseExpiresAtMs) return [];
-  if (state.cancelRequested) {
-    return [
-      finished({ ...emptyOutcome(lastSequence), status: GenerationStatus.GENERATION_STATUS_CANCELLED }),
-    ];
-  }
-  if (!producedOutput)
-    return [GenerationRequeued.create({ epoch: BigInt(state.epoch), reason: "lease expired before output" })];
-  return [
-    finished({
-      ...emptyOutcome(lastSequence),
-      status: GenerationStatus.GENERATION_STATUS_FAILED,
-      failureReason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
-      failureMessage: "the producer stopped renewing its lease",
-    }),
-  ];
+export function leaseLapsed(state: Generation, epoch: number, nowMs: number, graceMs: number): boolean {
+  return state.kind === "running" && state.epoch === epoch && nowMs >= state.leaseExpiresAtMs + graceMs;
+}
+
+/**
+ * A lease that lapsed before any output (and with no cancel requested): the
+ * generation is queued again for the next producer. Otherwise the sweeper
+ * ends it through the output (failed PRODUCER_LOST, or cancelled): a
+ * follower must not see a second, different text.
+ */
+export function decideRequeue(state: Generation, epoch: number, nowMs: number, graceMs: number): NewEvent[] {
+  if (state.kind !== "running" || state.cancelRequested || !leaseLapsed(state, epoch, nowMs, graceMs))
+    return [];
+  return [GenerationRequeued.create({ epoch: BigInt(epoch), reason: "lease expired before output" })];
 }
 
 export function emptyOutcome(lastSequence: number): Outcome {

@@ -1,15 +1,15 @@
 import { FailedPreconditionError, type NewEvent, NotFoundError, type RecordedEvent } from "@spool/kit";
 import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
 import { describe, expect, it } from "vitest";
-import { GenerationFinished, GenerationLeaseGranted, GenerationRequeued } from "./events.js";
+import { GenerationLeaseGranted, GenerationRequeued } from "./events.js";
 import {
   canProduce,
   decideCancel,
-  decideExpire,
-  decideFinish,
   decideGrantLease,
   decideRenew,
   decideRequest,
+  decideRequeue,
+  decideSettle,
   emptyOutcome,
   evolveGeneration,
   type Generation,
@@ -77,54 +77,59 @@ describe("generation lifecycle", () => {
     expect(() => decideGrantLease(r, builtin("b"), T0 + 1, LEASE)).toThrow(/not waiting/);
   });
 
-  it("a stale epoch or an expired lease cannot renew or finish", () => {
+  it("a stale epoch or an expired lease cannot renew", () => {
     const r = running();
     expect(() => decideRenew(r, 2, T0 + 1, LEASE)).toThrow(StaleLeaseError);
-    expect(() => decideFinish(r, 1, T0 + LEASE, emptyOutcome(3))).toThrow(StaleLeaseError);
+    expect(() => decideRenew(r, 1, T0 + LEASE, LEASE)).toThrow(StaleLeaseError);
     expect(decideRenew(r, 1, T0 + 1, LEASE)).toHaveLength(1);
-    expect(decideFinish(r, 1, T0 + 1, emptyOutcome(3)).map((e) => e.type)).toEqual([GenerationFinished.type]);
   });
 
-  it("an expired lease re-queues when nothing was produced, and the next producer gets a higher epoch", () => {
+  it("a lease is re-queued only once it lapsed by more than the grace, and the next producer gets a higher epoch", () => {
     const r = running();
-    expect(decideExpire(r, T0 + LEASE - 1, false, 2)).toEqual([]);
-    const events = decideExpire(r, T0 + LEASE, false, 2);
+    const GRACE = 2_000;
+    expect(decideRequeue(r, 1, T0 + LEASE, GRACE)).toEqual([]);
+    expect(decideRequeue(r, 1, T0 + LEASE + GRACE - 1, GRACE)).toEqual([]);
+    // Another epoch's lapse says nothing about this one.
+    expect(decideRequeue(r, 2, T0 + LEASE + GRACE, GRACE)).toEqual([]);
+    const events = decideRequeue(r, 1, T0 + LEASE + GRACE, GRACE);
     expect(events.map((e) => e.type)).toEqual([GenerationRequeued.type]);
     const q = apply(r, events);
     expect(q.kind).toBe("queued");
-    const again = apply(q, decideGrantLease(q, builtin("b"), T0 + LEASE + 1, LEASE));
+    const again = apply(q, decideGrantLease(q, builtin("b"), T0 + LEASE + GRACE + 1, LEASE));
     expect(again).toMatchObject({ kind: "running", epoch: 2 });
-    // The first producer is fenced out.
-    expect(() => decideFinish(again, 1, T0 + LEASE + 2, emptyOutcome(3))).toThrow(StaleLeaseError);
+    // The first producer is fenced out of the lifecycle.
+    expect(() => decideRenew(again, 1, T0 + LEASE + GRACE + 2, LEASE)).toThrow(StaleLeaseError);
+    // A cancelled generation is never re-queued (the sweeper ends it cancelled).
+    const cancelled = apply(r, decideCancel(r, "u1"));
+    expect(decideRequeue(cancelled, 1, T0 + LEASE + GRACE, GRACE)).toEqual([]);
   });
 
-  it("an expired lease after output fails the generation with a typed reason", () => {
-    const f = apply(running(), decideExpire(running(), T0 + LEASE, true, 7));
-    expect(f.kind).toBe("finished");
-    if (f.kind !== "finished") return;
-    expect(f.outcome).toMatchObject({
+  it("the lifecycle copies the output's terminal once, whatever the lease says", () => {
+    const outcome = {
+      ...emptyOutcome(7),
       status: GenerationStatus.GENERATION_STATUS_FAILED,
       failureReason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
-      lastSequence: 7,
-    });
+    } as const;
+    // Lapsed lease, or already re-queued: the terminal on the output decided, the lifecycle follows.
+    for (const state of [running(), queued()]) {
+      const f = apply(state, decideSettle(state, outcome));
+      expect(f).toMatchObject({ kind: "finished", outcome: { lastSequence: 7 } });
+      expect(decideSettle(f, { ...outcome, lastSequence: 9 })).toEqual([]);
+    }
+    expect(() => decideSettle(generationReducer.initial(), outcome)).toThrow(NotFoundError);
   });
 
-  it("cancel is idempotent: queued finishes at once, running records the request, finished ignores it", () => {
-    const q = queued();
-    const cancelledQ = apply(q, decideCancel(q, "u1", 1));
-    expect(cancelledQ).toMatchObject({
-      kind: "finished",
-      outcome: { status: GenerationStatus.GENERATION_STATUS_CANCELLED },
-    });
-    expect(decideCancel(cancelledQ, "u1", 1)).toEqual([]);
+  it("cancel is idempotent: a request is recorded once, a finished generation ignores it", () => {
     const r = running();
-    const requested = apply(r, decideCancel(r, "u1", 3));
+    const requested = apply(r, decideCancel(r, "u1"));
     expect(requested).toMatchObject({ kind: "running", cancelRequested: true });
-    expect(decideCancel(requested, "u1", 3)).toEqual([]);
+    expect(decideCancel(requested, "u1")).toEqual([]);
     if (requested.kind === "none") throw new Error("expected a generation");
     expect(() => decideGrantLease({ ...requested, kind: "queued" }, external("o1", "p"), T0, LEASE)).toThrow(
       /cancelled/,
     );
+    const done = apply(r, decideSettle(r, emptyOutcome(3)));
+    expect(decideCancel(done, "u1")).toEqual([]);
   });
 
   it("lease events use the epoch they were granted with", () => {
