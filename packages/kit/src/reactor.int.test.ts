@@ -88,6 +88,47 @@ describe("Reactor", () => {
     }
   });
 
+  it("a failing message waits for its redelivery without holding back the messages after it", async () => {
+    // Unlike a projection lane (ordered: a poison event there holds every later one, so its attempts run
+    // back to back), a reaction's failed message is nak'ed with a delay and the consumer keeps delivering
+    // the next ones: a retry ten minutes away must not keep them waiting.
+    const attempts = new Map<string, number>();
+    const reactor = new Reactor({
+      name: "nostall",
+      store,
+      stream: "EX",
+      filterSubject: "ex.nostall.>",
+      deadLetters,
+      logger,
+      maxDeliver: 3,
+      backoffMs: [600_000],
+      handle: async (events) => {
+        for (const event of events) {
+          const { incrementId } = Incremented.decode(event.data);
+          attempts.set(incrementId, (attempts.get(incrementId) ?? 0) + 1);
+          if (incrementId === "stuck") throw new Error("the other service is away");
+          await sql`INSERT INTO effects VALUES (${incrementId}, ${event.streamSequence}) ON CONFLICT DO NOTHING`;
+        }
+      },
+    });
+    await reactor.start();
+    try {
+      for (const id of ["stuck", "next-1", "next-2"]) {
+        await store.append("ex.nostall.1", [Incremented.create({ amount: 1n, incrementId: id })]);
+      }
+      await eventually(
+        async () =>
+          (await sql`SELECT 1 FROM effects WHERE increment_id IN ('next-1', 'next-2')`).length === 2,
+        { what: "the messages after the failing one applied" },
+      );
+      // Still waiting for its redelivery, not dead-lettered, not retried in a loop.
+      expect(attempts.get("stuck")).toBe(1);
+      expect(await deadLetters.countPending("nostall")).toBe(0);
+    } finally {
+      await reactor.stop();
+    }
+  });
+
   it("a restarted reactor resumes from its durable position without reprocessing acked events", async () => {
     const seen: string[] = [];
     const make = () =>

@@ -29,7 +29,7 @@ describe("projections rebuilt from the AUTH stream", () => {
     await call(c.login, c, { ...ADMIN, password: "wrong password for the audit" }).catch(() => undefined);
     const operator = logins[5]!.tokens!.accessToken;
 
-    const sql = createPool({ url: infra().databaseUrl, max: 2 });
+    const sql = createPool({ url: infra().databaseUrl, schema: "auth", max: 2 });
     const checksum = async (view: string, order: string) => {
       const [row] = await sql.unsafe<{ sum: string; n: string }[]>(
         `SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY ${order}), '')) AS sum, count(*) AS n FROM ${view} t`,

@@ -1,8 +1,11 @@
 import {
   type AsyncService,
   InvalidArgumentError,
+  PRODUCE_SCOPE,
   principalOf,
   type ServicePolicies,
+  sequenceNumber,
+  timestampMsProblem,
   UnavailableError,
 } from "@spool/kit";
 import {
@@ -17,8 +20,8 @@ import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF
 
 type Definition = typeof followDefinition;
 
-/** Producers' scope: claim and produce. */
-export const PRODUCE_SCOPE = "gen:produce";
+/** Producers' scope: claim and produce (the scope catalogue is the kit's). */
+export { PRODUCE_SCOPE };
 
 export const generationPolicies: ServicePolicies<Definition> = {
   startGeneration: { kind: "user" },
@@ -91,13 +94,15 @@ export function generationService(
     },
 
     async followGeneration(req, ctx) {
+      // A uint64 beyond 2^53 would be rounded by Number(): refused, by its proto name.
+      const after = sequenceNumber("after_sequence", req.afterSequence);
       // Existence and access first: another organisation's generation is NOT_FOUND.
       await d.generations.visible(principalOf(ctx), req.generationId);
       // Shutdown ends follows at once (the grace period is for short calls); the client
       // resumes on another replica from the last sequence it saw.
       const signal = AbortSignal.any([ctx.signal, ctx.stopping]);
       let finished = false;
-      for await (const item of d.follow.follow(req.generationId, Number(req.afterSequence), signal)) {
+      for await (const item of d.follow.follow(req.generationId, after, signal)) {
         if (item.kind === "event" && isTerminal(item.payload.event.event)) finished = true;
         await ctx.send(
           item.kind === "event"
@@ -113,7 +118,7 @@ export function generationService(
     async getGeneration(req, ctx) {
       // The lifecycle subject is kept for good, so this answers long after the output has expired.
       return {
-        generation: fromAggregate(await d.generations.visible(principalOf(ctx), req.generationId), 0),
+        generation: fromAggregate(await d.generations.get(principalOf(ctx), req.generationId), 0),
       };
     },
 
@@ -124,13 +129,22 @@ export function generationService(
         v.push({ field: "page_size", description: "0-500 (0 means 50)" });
       const status = req.status ? ROW_STATUS_OF[req.status] : undefined;
       if (req.status && !status) v.push({ field: "status", description: "unknown status" });
+      // Beyond a Date's range, new Date() is invalid and PostgreSQL answers an error (INTERNAL).
+      for (const [field, value] of [
+        ["created_after_ms", req.createdAfterMs],
+        ["created_before_ms", req.createdBeforeMs],
+      ] as const) {
+        const problem = timestampMsProblem(value);
+        if (problem) v.push({ field, description: problem });
+      }
       if (v.length > 0) throw new InvalidArgumentError("invalid list request", v);
-      const admin = caller.roles.some((r) => r === "owner" || r === "admin");
       const after = decodePageToken(req.pageToken);
       const limit = req.pageSize || 50;
+      // The caller's own generations, whatever its role (the proto's promise); owners and admins
+      // reach a colleague's generation by id (Get, Follow, Cancel).
       const { rows, more } = await d.readModel.list({
         orgId: caller.orgId,
-        ...(admin ? {} : { ownerId: caller.subject }),
+        ownerId: caller.subject,
         ...(status ? { status } : {}),
         ...(req.conversationId ? { conversationId: req.conversationId } : {}),
         ...(req.createdAfterMs > 0n ? { createdAfter: new Date(Number(req.createdAfterMs)) } : {}),

@@ -119,8 +119,8 @@ export interface GenerationRow {
 
 export interface ListQuery {
   orgId: string;
-  /** Only this owner's (members see their own). */
-  ownerId?: string;
+  /** Whose generations: a list is always one user's own (GenerationService.ListGenerations). */
+  ownerId: string;
   status?: string;
   conversationId?: string;
   createdAfter?: Date;
@@ -146,8 +146,7 @@ export class GenerationsReadModel {
   async list(q: ListQuery): Promise<{ rows: GenerationRow[]; more: boolean }> {
     const rows = await this.#sql<GenerationRow[]>`
       SELECT * FROM generations
-      WHERE org_id = ${q.orgId}
-        AND (${q.ownerId ?? null}::text IS NULL OR owner_id = ${q.ownerId ?? null})
+      WHERE org_id = ${q.orgId} AND owner_id = ${q.ownerId}
         AND (${q.status ?? null}::text IS NULL OR status = ${q.status ?? null})
         AND (${q.conversationId ?? null}::text IS NULL OR conversation_id = ${q.conversationId ?? null})
         AND (${q.createdAfter ?? null}::timestamptz IS NULL OR created_at >= ${q.createdAfter ?? null})

@@ -6,8 +6,14 @@ import { cancelledError, type ModelChunk, type ModelProvider, type ModelRequest 
 export interface BuiltinModelOptions {
   /** Output rate. 0 or Infinity: as fast as possible. */
   tokensPerSecond: number;
-  /** Tokens per completion (a request's maxTokens can lower it). */
+  /** Tokens per completion when the request sets no maxTokens. */
   length: number;
+  /**
+   * The most tokens a request's maxTokens gets (a larger one is cut to this,
+   * finish reason "length"). Default: DEFAULT_BUILTIN_MAX_TOKENS, or `length`
+   * when that is larger.
+   */
+  maxTokens?: number;
   /** Varies the text; the same seed and request always give the same text. */
   seed?: string | number;
 }
@@ -19,16 +25,22 @@ const WORDS = (
   "lease so output continues durable log keeps what matters model writes slowly clients read"
 ).split(" ");
 
+/** The default ceiling on a request's maxTokens (SPOOL_BUILTIN_MAX_TOKENS). */
+export const DEFAULT_BUILTIN_MAX_TOKENS = 8192;
+
 /** Tokens between forced returns to the event loop when no timer runs, so an abort can land. */
 const YIELD_EVERY = 64;
 
 /**
  * A deterministic model for demos, tests and benchmarks: no network, text
- * derived from the request and seed, emitted at a steady rate.
+ * derived from the request and seed, emitted at a steady rate. It writes
+ * `length` tokens, or exactly the request's maxTokens up to the ceiling
+ * (maxTokens is how a client picks the length of a synthetic completion).
  */
 export class BuiltinModel implements ModelProvider {
   readonly #intervalMs: number;
   readonly #length: number;
+  readonly #maxTokens: number;
   readonly #seed: string;
 
   constructor(options: BuiltinModelOptions) {
@@ -44,15 +56,24 @@ export class BuiltinModel implements ModelProvider {
       ]);
     }
     this.#intervalMs = tokensPerSecond > 0 && Number.isFinite(tokensPerSecond) ? 1000 / tokensPerSecond : 0;
+    const maxTokens = options.maxTokens ?? Math.max(length, DEFAULT_BUILTIN_MAX_TOKENS);
+    if (!Number.isSafeInteger(maxTokens) || maxTokens < 1) {
+      throw new InvalidArgumentError("maxTokens must be a positive integer", [
+        { field: "maxTokens", description: "must be a positive integer" },
+      ]);
+    }
     this.#length = length;
+    this.#maxTokens = maxTokens;
     this.#seed = String(options.seed ?? "");
   }
 
   async *stream(req: ModelRequest): AsyncGenerator<ModelChunk, void, undefined> {
     const { signal } = req;
     if (signal.aborted) throw cancelledError();
-    const cap = req.params.maxTokens;
-    const count = cap !== undefined && cap < this.#length ? Math.max(0, Math.floor(cap)) : this.#length;
+    const requested = req.params.maxTokens;
+    // A limit (the request's or the ceiling) ends it with "length"; its own length with "stop".
+    const limited = requested !== undefined;
+    const count = limited ? Math.max(0, Math.min(Math.floor(requested), this.#maxTokens)) : this.#length;
     const next = rngFor(this.#seed, req);
     // Token i is due at start + i·interval (the first at once); scheduling
     // against the start keeps the average rate exact despite timer jitter.
@@ -75,7 +96,7 @@ export class BuiltinModel implements ModelProvider {
     }
     if (signal.aborted) throw cancelledError();
     yield { kind: "usage", promptTokens: promptTokens(req), completionTokens: count };
-    yield { kind: "finish", reason: count < this.#length ? "length" : "stop" };
+    yield { kind: "finish", reason: limited ? "length" : "stop" };
   }
 }
 

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from "@spool/kit";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { BuiltinModel } from "./builtin.js";
+import { BuiltinModel, DEFAULT_BUILTIN_MAX_TOKENS } from "./builtin.js";
 import { type ModelChunk, type ModelRequest, ProviderError } from "./types.js";
 
 function request(overrides: Partial<ModelRequest> = {}): ModelRequest {
@@ -58,6 +58,32 @@ describe("BuiltinModel", () => {
     );
     expect(deltas(chunks)).toBe(3);
     expect(chunks.at(-1)).toEqual({ kind: "finish", reason: "length" });
+  });
+
+  it("honours a maxTokens above its length (and above 200) up to the ceiling, then cuts with length", async () => {
+    // Issue 7 item 9: the model used to stop at its length (200 by default) whatever maxTokens said.
+    const model = new BuiltinModel({ tokensPerSecond: 0, length: 200, maxTokens: 1_000 });
+    const asked = await collect(model.stream(request({ params: { maxTokens: 750 } })));
+    expect(deltas(asked)).toBe(750);
+    expect(asked.slice(-2)).toEqual([
+      { kind: "usage", promptTokens: 4, completionTokens: 750 },
+      { kind: "finish", reason: "length" },
+    ]);
+    const beyond = await collect(model.stream(request({ params: { maxTokens: 5_000 } })));
+    expect(deltas(beyond)).toBe(1_000);
+    expect(beyond.at(-1)).toEqual({ kind: "finish", reason: "length" });
+    // Without maxTokens: its own length, ended naturally.
+    const plain = await collect(model.stream(request()));
+    expect(deltas(plain)).toBe(200);
+    expect(plain.at(-1)).toEqual({ kind: "finish", reason: "stop" });
+  });
+
+  it("defaults its ceiling to DEFAULT_BUILTIN_MAX_TOKENS, or its length when larger", async () => {
+    const byDefault = new BuiltinModel({ tokensPerSecond: 0, length: 200 });
+    const huge = { params: { maxTokens: DEFAULT_BUILTIN_MAX_TOKENS + 10 } };
+    expect(deltas(await collect(byDefault.stream(request(huge))))).toBe(DEFAULT_BUILTIN_MAX_TOKENS);
+    const long = new BuiltinModel({ tokensPerSecond: 0, length: DEFAULT_BUILTIN_MAX_TOKENS + 5 });
+    expect(deltas(await collect(long.stream(request(huge))))).toBe(DEFAULT_BUILTIN_MAX_TOKENS + 5);
   });
 
   it("paces tokens at the configured rate", async () => {
@@ -124,5 +150,8 @@ describe("BuiltinModel", () => {
     expect(() => new BuiltinModel({ tokensPerSecond: -1, length: 5 })).toThrow(InvalidArgumentError);
     expect(() => new BuiltinModel({ tokensPerSecond: Number.NaN, length: 5 })).toThrow(InvalidArgumentError);
     expect(() => new BuiltinModel({ tokensPerSecond: 1, length: 1.5 })).toThrow(InvalidArgumentError);
+    expect(() => new BuiltinModel({ tokensPerSecond: 1, length: 5, maxTokens: 0 })).toThrow(
+      InvalidArgumentError,
+    );
   });
 });
