@@ -22,10 +22,12 @@ PNPM_STAMP := $(TOOLS)/.pnpm-$(PNPM_VERSION)
 PNPM := $(TOOLS)/bin/pnpm
 export PATH := $(TOOLS)/bin:$(PATH)
 
-.PHONY: help tools install build generate proto-check lint format typecheck test test-unit test-int bench up down clean
+.PHONY: help tools install build generate proto-check lint format typecheck test test-unit test-int bench up down clean clean-dev
 
 help:
-	@echo "make up      run the stack (auth) against NATS, PostgreSQL and Redis on loopback"
+	@echo "make up      run the stack (auth, generation-stream) against NATS, PostgreSQL and Redis on loopback;"
+	@echo "             ready when it says so, Ctrl-C stops it (logs in .dev/logs/)"
+	@echo "make clean-dev  delete this checkout's make up state (its NATS streams, database, Redis keys) and .dev/"
 	@echo "make test    lint, type-check, proto checks, unit and integration tests"
 	@echo "make bench   benchmarks (not part of CI)"
 	@echo "make format  rewrite files with the formatter"
@@ -86,6 +88,10 @@ bench: install
 
 up: install
 	bash scripts/up.sh
+
+# This checkout's development instance (see scripts/dev-instance.sh): its state on the servers, then .dev/.
+clean-dev: install
+	bash scripts/clean-dev.sh
 
 clean:
 	rm -rf node_modules */node_modules packages/*/node_modules packages/*/dist proto/dist .tools

@@ -5,20 +5,26 @@ import { randomUUID } from "node:crypto";
 //   spool login --email E --password-file F     log in; prints the token pair as JSON
 //   spool refresh --refresh-token T             rotate a refresh token
 //   spool logout --access-token T               revoke the session
-//   spool whoami --access-token T               introspect your own token
-//   spool generate --access-token T [--model builtin] --prompt P
+//   spool whoami --access-token T               who the token says you are (WhoAmI)
+//   spool generate --access-token T [--model builtin] --prompt P [--no-follow]
 //                                               start a generation and follow it to the end
+//                                               (--no-follow: print the started generation as JSON)
 //   spool follow --access-token T --id G [--after N]
-//                                               follow (or resume) a generation
+//                                               follow (or resume) a generation to its end
+//
+// Following prints the output text on stdout and one line per other event on
+// stderr ("[7] completed"); it exits 0 only when the generation completed, 1 when
+// it failed or was cancelled, or when the stream ended before the generation did.
 //
 // --auth HOST:PORT (or SPOOL_AUTH_ADDR) picks the auth service (default 127.0.0.1:50061);
 // --gen HOST:PORT (or SPOOL_GEN_ADDR) generation-stream (default 127.0.0.1:50062).
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
-import { AuthServiceClient } from "@spool/proto/spool/auth/v1/auth.js";
+import { AuthServiceClient, WhoAmIResponse } from "@spool/proto/spool/auth/v1/auth.js";
 import {
   type FollowGenerationResponse,
+  failureReasonToJSON,
   GenerationServiceClient,
 } from "@spool/proto/spool/generation/v1/generation.js";
 
@@ -27,7 +33,7 @@ const USAGE = `usage: spool <login|refresh|logout|whoami|generate|follow> [optio
   refresh  --refresh-token T
   logout   --access-token T
   whoami   --access-token T
-  generate --access-token T --prompt P [--model builtin] [--request-id R]
+  generate --access-token T --prompt P [--model builtin] [--request-id R] [--no-follow]
   follow   --access-token T --id G [--after N]
 common:    --auth HOST:PORT (default $SPOOL_AUTH_ADDR or 127.0.0.1:50061)
            --gen HOST:PORT  (default $SPOOL_GEN_ADDR or 127.0.0.1:50062)`;
@@ -40,6 +46,7 @@ const { positionals, values } = parseArgs({
     model: { type: "string" },
     prompt: { type: "string" },
     "request-id": { type: "string" },
+    "no-follow": { type: "boolean" },
     id: { type: "string" },
     after: { type: "string" },
     email: { type: "string" },
@@ -93,11 +100,12 @@ switch (positionals[0]) {
   case "logout":
     client.logout({}, bearer(need("access-token")), deadline(), done);
     break;
-  case "whoami": {
-    const token = need("access-token");
-    client.introspectToken({ token }, bearer(token), deadline(), done);
+  case "whoami":
+    // WhoAmI answers any caller (IntrospectToken is for admins); proto JSON names the enums.
+    client.whoAmI({}, bearer(need("access-token")), deadline(), (err, res) =>
+      done(err, res && WhoAmIResponse.toJSON(res)),
+    );
     break;
-  }
   case "generate": {
     const gen = genClient();
     const token = need("access-token");
@@ -114,7 +122,10 @@ switch (positionals[0]) {
       bearer(token),
       deadline(),
       (err, res) => {
-        if (err) return done(err, undefined);
+        if (err || values["no-follow"]) {
+          gen.close();
+          return done(err, res);
+        }
         const id = res?.generation?.generationId ?? "";
         process.stderr.write(`generation ${id}\n`);
         follow(gen, token, id, 0);
@@ -136,18 +147,36 @@ function genClient(): GenerationServiceClient {
   );
 }
 
-/** Prints deltas as they arrive, and one line per other event with its sequence (to resume with --after). */
+/**
+ * Prints deltas as they arrive, and one line per other event with its sequence (to resume with
+ * --after). The exit status says how the generation ended, so scripts (and CI) can rely on it.
+ */
 function follow(gen: GenerationServiceClient, token: string, id: string, after: number): void {
+  if (!Number.isSafeInteger(after) || after < 0) fail("--after must be a non-negative integer");
+  let ending: { ok: boolean; line: string } | undefined;
   const stream = gen.followGeneration({ generationId: id, afterSequence: BigInt(after) }, bearer(token));
   stream.on("data", (r: FollowGenerationResponse) => {
     if (r.item?.$case !== "event") return;
     const e = r.item.value;
     if (e.event?.$case === "delta") process.stdout.write(e.event.value.text);
     else process.stderr.write(`\n[${e.sequence}] ${e.event?.$case ?? "unknown"}\n`);
+    if (e.event?.$case === "completed") ending = { ok: true, line: "" };
+    else if (e.event?.$case === "failed")
+      ending = {
+        ok: false,
+        line: `generation ${id} failed: ${failureReasonToJSON(e.event.value.reason)} ${e.event.value.message}`,
+      };
+    else if (e.event?.$case === "cancelled") ending = { ok: false, line: `generation ${id} was cancelled` };
   });
   stream.on("end", () => {
     client.close();
     gen.close();
+    if (!ending)
+      ending = { ok: false, line: `the stream of generation ${id} ended before the generation did` };
+    if (!ending.ok) {
+      process.stderr.write(`spool: ${ending.line}\n`);
+      process.exitCode = 1;
+    }
   });
   stream.on("error", (err: ServiceError) => {
     process.stderr.write(`spool: ${err.details || err.message} (code ${err.code})\n`);
