@@ -62,6 +62,18 @@ export type BidiStreamMethod<Req, Res> = (
   ctx: StreamContext<Res>,
 ) => Promise<void>;
 
+/**
+ * The first request (undefined when the client sent none) and the rest, for
+ * streams whose first message differs (an upload's metadata, then its chunks).
+ */
+export async function firstAndRest<Req>(
+  requests: RequestStream<Req>,
+): Promise<{ first: Req | undefined; rest: RequestStream<Req> }> {
+  const iterator = requests[Symbol.asyncIterator]();
+  const head = await iterator.next();
+  return { first: head.done ? undefined : head.value, rest: { [Symbol.asyncIterator]: () => iterator } };
+}
+
 type RequestOf<M> = M extends { requestDeserialize: Deserialize<infer Req> } ? Req : never;
 type ResponseOf<M> = M extends { responseSerialize: Serialize<infer Res> } ? Res : never;
 
