@@ -273,3 +273,147 @@ export function streamCall<Req, Res>(
     call.on("status", () => resolve({ messages, error }));
   });
 }
+
+// Client- and bidi-streaming probes (streaming.int.test.ts).
+
+export interface PartRequest {
+  n?: number;
+  text?: string;
+  fail?: FailureKind;
+  /** Before handling this message. */
+  delayMs?: number;
+  /** Bidi: end the call OK without reading further. */
+  stop?: boolean;
+}
+
+export interface SumResponse {
+  total: number;
+  count: number;
+  requestId: string;
+}
+
+export interface ChatResponse {
+  text: string;
+  i: number;
+}
+
+function streamingMethod<Req, Res, S extends boolean>(path: string, responseStream: S) {
+  return { ...method<Req, Res, S>(path, responseStream), requestStream: true as const };
+}
+
+export const StreamProbeService = {
+  sum: streamingMethod<PartRequest, SumResponse, false>("/spool.test.v1.StreamProbe/Sum", false),
+  chat: streamingMethod<PartRequest, ChatResponse, true>("/spool.test.v1.StreamProbe/Chat", true),
+};
+
+/** Handles one streamed message as the probes do: wait, fail on demand. */
+async function part(request: PartRequest, ctx: CallContext): Promise<void> {
+  if (request.delayMs) await sleep(request.delayMs, ctx.signal);
+  if (request.fail) throw failure(request.fail);
+}
+
+/** Records the call as aborted when it failed because the call ended. */
+async function tracked<T>(ctx: CallContext, record: ProbeRecord, run: () => Promise<T>): Promise<T> {
+  record.started.push(ctx.requestId);
+  try {
+    const result = await run();
+    record.completed.push(ctx.requestId);
+    return result;
+  } catch (e) {
+    if (ctx.signal.aborted) record.aborted.push(ctx.requestId);
+    throw e;
+  }
+}
+
+export function streamProbeService(record: ProbeRecord): AsyncService<typeof StreamProbeService> {
+  return {
+    sum: (requests, ctx) =>
+      tracked(ctx, record, async () => {
+        let total = 0;
+        let count = 0;
+        for await (const request of requests) {
+          await part(request, ctx);
+          total += request.n ?? 0;
+          count++;
+        }
+        return { total, count, requestId: ctx.requestId };
+      }),
+    chat: (requests, ctx) =>
+      tracked(ctx, record, async () => {
+        let i = 0;
+        for await (const request of requests) {
+          if (request.stop) return;
+          await part(request, ctx);
+          await ctx.send({ text: request.text ?? "", i: i++ });
+        }
+      }),
+  };
+}
+
+export interface ClientStreamResult<Res> {
+  response: Res | undefined;
+  error: ServiceError | undefined;
+  headers: Metadata;
+}
+
+/** A client-streaming call: writes the requests (half-closing unless `keepOpen`), then the outcome. */
+export function clientStreamCall<Req, Res>(
+  client: Client,
+  def: Pick<MethodDefinition<Req, Res>, "path" | "requestSerialize" | "responseDeserialize">,
+  requests: Req[],
+  options: CallOptionsLite & { keepOpen?: boolean } = {},
+): Promise<ClientStreamResult<Res>> {
+  return new Promise((resolve) => {
+    let headers = new Metadata();
+    let outcome: { error: ServiceError | undefined; response: Res | undefined } | undefined;
+    const call = client.makeClientStreamRequest(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      options.metadata ?? new Metadata(),
+      options.timeoutMs !== undefined ? { deadline: Date.now() + options.timeoutMs } : {},
+      (error, response) => {
+        outcome = { error: error ?? undefined, response: error ? undefined : (response as Res) };
+      },
+    );
+    call.on("metadata", (md: Metadata) => {
+      headers = md;
+    });
+    call.on("status", () => resolve({ ...(outcome ?? { error: undefined, response: undefined }), headers }));
+    for (const r of requests) call.write(r);
+    if (!options.keepOpen) call.end();
+  });
+}
+
+/** A bidi call driven by the test: write, read what came back, cancel, await the end. */
+export function bidiCall<Req, Res>(
+  client: Client,
+  def: Pick<MethodDefinition<Req, Res>, "path" | "requestSerialize" | "responseDeserialize">,
+  options: CallOptionsLite = {},
+) {
+  const call = client.makeBidiStreamRequest(
+    def.path,
+    def.requestSerialize,
+    def.responseDeserialize,
+    options.metadata ?? new Metadata(),
+    options.timeoutMs !== undefined ? { deadline: Date.now() + options.timeoutMs } : {},
+  );
+  const messages: Res[] = [];
+  let error: ServiceError | undefined;
+  call.on("data", (m: Res) => messages.push(m));
+  call.on("error", (e: ServiceError) => {
+    error = e;
+  });
+  const done = new Promise<{ messages: Res[]; error: ServiceError | undefined }>((resolve) =>
+    call.on("status", () => resolve({ messages, error })),
+  );
+  return {
+    messages,
+    done,
+    write: (m: Req) => call.write(m),
+    end: () => call.end(),
+    cancel: () => call.cancel(),
+    /** Stops reading responses (backpressure tests). */
+    pause: () => call.pause(),
+  };
+}

@@ -242,15 +242,13 @@ export async function startGenerationStream(
     follow: hub,
     claim: claimHandler(produceDeps),
   });
-  const { produceGeneration: _bidi, ...asyncMethods } = followDefinition;
-  const { produceGeneration: _bidiPolicy, ...asyncPolicies } = generationPolicies;
-  app.addMixedService(
+  app.addService(
     followDefinition,
-    guarded(asyncMethods, service, { verifier, policies: asyncPolicies }),
-    {
-      // Bidirectional: authenticates and authorizes itself (see produce.ts).
-      produceGeneration: produceHandler(produceDeps) as never,
-    },
+    guarded(
+      followDefinition,
+      { ...service, produceGeneration: produceHandler(produceDeps) },
+      { verifier, policies: generationPolicies },
+    ),
   );
   app.addAdminService({ deadLetters, authorize: requireAdmin(verifier) });
   app.addConsumer(projector);

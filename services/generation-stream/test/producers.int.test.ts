@@ -1,4 +1,5 @@
-import { type ClientDuplexStream, status } from "@grpc/grpc-js";
+import { type ClientDuplexStream, type Metadata, status } from "@grpc/grpc-js";
+import { readErrorDetails } from "@spool/kit";
 import {
   FailureReason,
   type FollowGenerationResponse,
@@ -97,9 +98,9 @@ function produce(token = producerToken) {
   const stream: ClientDuplexStream<ProduceGenerationRequest, ProduceGenerationResponse> =
     stack.client.produceGeneration(bearer(token));
   const responses: ProduceGenerationResponse[] = [];
-  const done = new Promise<{ code: number }>((resolve) => {
+  const done = new Promise<{ code: number; metadata?: Metadata }>((resolve) => {
     stream.on("data", (r: ProduceGenerationResponse) => responses.push(r));
-    stream.on("error", (e: { code: number }) => resolve(e));
+    stream.on("error", (e: { code: number; metadata: Metadata }) => resolve(e));
     stream.on("end", () => resolve({ code: status.OK }));
   });
   return { send: (m: ProduceGenerationRequest) => stream.write(m), end: () => stream.end(), responses, done };
@@ -200,6 +201,26 @@ describe("external producers", () => {
     expect((await p.done).code).toBe(status.OK);
     const events = await followAll(id);
     expect(events.at(-1)?.event?.$case).toBe("cancelled");
+  });
+});
+
+describe("producer messages are checked like any request", () => {
+  it("a message with a control character is refused with INVALID_ARGUMENT naming its field, after the ones before it", async () => {
+    const id = await startExternal("ext-text");
+    const { lease } = await claim(id);
+    const p = produce();
+    p.send({ item: { $case: "lease", value: lease! } });
+    p.send({ item: { $case: "delta", value: { text: "fine" } } });
+    p.send({ item: { $case: "delta", value: { text: "bad\u0000" } } });
+    p.send({ item: { $case: "delta", value: { text: "never read" } } });
+    const end = await p.done;
+    expect(end.code).toBe(status.INVALID_ARGUMENT);
+    expect(readErrorDetails(end.metadata).violations.map((v) => v.field)).toEqual(["delta.text"]);
+    const acked = p.responses.flatMap((r) =>
+      r.item?.$case === "appended" ? [Number(r.item.value.sequence)] : [],
+    );
+    expect(acked).toEqual([3]);
+    p.end();
   });
 });
 

@@ -60,6 +60,9 @@ export function authorize(principal: Principal, policy: Exclude<MethodPolicy, { 
  * Wraps a service so every method verifies the caller's access token and
  * checks the method's policy before the implementation runs. Identity comes
  * only from the token (principalOf(ctx)), never from request fields.
+ * Streaming methods of every kind are checked once, when the call opens:
+ * a refused client- or bidi-streaming call ends before any of its messages
+ * is read.
  */
 export function guarded<D extends Record<string, unknown>>(
   definition: D,
@@ -70,6 +73,7 @@ export function guarded<D extends Record<string, unknown>>(
   for (const name of Object.keys(definition)) {
     const policy = options.policies[name as keyof D];
     if (!policy) throw new Error(`method ${name} has no authorization policy`);
+    // The first argument is the request, or the request stream of a client/bidi method: passed on as is.
     const fn = (implementation as Record<string, (req: unknown, ctx: CallContext) => Promise<unknown>>)[name];
     if (typeof fn !== "function") throw new Error(`method ${name} has no implementation`);
     out[name] = async (request: unknown, ctx: CallContext) => {

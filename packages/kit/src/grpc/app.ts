@@ -173,7 +173,11 @@ export class GrpcApp {
     return this.#port;
   }
 
-  /** Adds a service written as async methods; thrown SpoolErrors become their gRPC status. */
+  /**
+   * Adds a service written as async methods of any kind (unary, server,
+   * client or bidi streaming; see AsyncService); thrown SpoolErrors become
+   * their gRPC status. Wrap it in guarded() for authentication.
+   */
   addService<D extends ServiceDefinition>(definition: D, implementation: AsyncService<D>): this {
     const handlers = toGrpcHandlers(definition, implementation, {
       logger: this.logger,
@@ -182,27 +186,7 @@ export class GrpcApp {
     return this.addGrpcService(definition, handlers);
   }
 
-  /**
-   * Adds a service whose client- or bidi-streaming methods are raw grpc-js
-   * handlers (`raw`), the others async methods as in addService.
-   */
-  addMixedService<D extends ServiceDefinition, R extends keyof D & string>(
-    definition: D,
-    implementation: AsyncService<Omit<D, R>>,
-    raw: { [K in R]: UntypedServiceImplementation[string] },
-  ): this {
-    const rest = Object.fromEntries(Object.entries(definition).filter(([name]) => !(name in raw))) as Omit<
-      D,
-      R
-    >;
-    const handlers = toGrpcHandlers(rest as ServiceDefinition & Omit<D, R>, implementation as never, {
-      logger: this.logger,
-      stopping: this.#stopping.signal,
-    });
-    return this.addGrpcService(definition, { ...handlers, ...raw });
-  }
-
-  /** Adds grpc-js handlers as they are (client/bidi streaming); errors are the handler's business. */
+  /** Adds grpc-js handlers as they are; errors are the handler's business (prefer addService). */
   addGrpcService(definition: ServiceDefinition, handlers: UntypedServiceImplementation): this {
     // Reflection is fixed at start.
     if (this.#started) throw new Error("add services before start()");

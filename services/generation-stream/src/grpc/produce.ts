@@ -1,7 +1,5 @@
-import type { ServerDuplexStream } from "@grpc/grpc-js";
 import {
-  authorize,
-  bearerToken,
+  type BidiStreamMethod,
   type CallContext,
   type EventStore,
   FailedPreconditionError,
@@ -10,10 +8,6 @@ import {
   NotFoundError,
   type Principal,
   principalOf,
-  SpoolError,
-  type TokenVerifier,
-  toGrpcStatus,
-  UnauthenticatedError,
 } from "@spool/kit";
 import type {
   ClaimGenerationRequest,
@@ -25,13 +19,11 @@ import { watchCancel } from "../app/cancel-watch.js";
 import type { OutputLog } from "../app/output-log.js";
 import { type LeasePolicy, ProducerSession } from "../app/producer.js";
 import type { Producer } from "../domain/generation.js";
-import { PRODUCE_SCOPE } from "./generation-service.js";
 
 export interface ProduceDeps {
   store: EventStore;
   output: OutputLog;
   lease: LeasePolicy;
-  verifier: TokenVerifier;
   logger: Logger;
   /** Oldest queued generations of the organisation that no built-in worker serves. */
   queued: (orgId: string, limit: number) => Promise<string[]>;
@@ -80,113 +72,84 @@ export function claimHandler(d: ProduceDeps) {
 }
 
 /**
- * ProduceGeneration (bidirectional): authenticated like every RPC, then the
- * first message names the lease; each event is appended in order and acked
- * with its sequence. A stale or expired lease ends the stream with
- * FAILED_PRECONDITION; a cancel of the generation is sent to the producer.
+ * ProduceGeneration (bidirectional), guarded like every RPC (the kit checks
+ * the token and the producer scope before any message is read): the first
+ * message names the lease; each event is appended in order and acked with its
+ * sequence. A stale or expired lease ends the stream with FAILED_PRECONDITION;
+ * a cancel of the generation is sent to the producer.
  */
-export function produceHandler(d: ProduceDeps) {
-  return (call: ServerDuplexStream<ProduceGenerationRequest, ProduceGenerationResponse>): void => {
+export function produceHandler(
+  d: ProduceDeps,
+): BidiStreamMethod<ProduceGenerationRequest, ProduceGenerationResponse> {
+  return async (requests, ctx) => {
+    const producer = producerOf(principalOf(ctx));
     let session: ProducerSession | undefined;
-    let principal: Principal | undefined;
-    let chain: Promise<void> = Promise.resolve();
-    let ended = false;
     let stopWatch: (() => void) | undefined;
     let cancelRequested = false;
-    call.on("close", () => stopWatch?.());
-    call.on("finish", () => stopWatch?.());
-    const fail = (e: unknown) => {
-      if (ended) return;
-      ended = true;
-      if (!(e instanceof SpoolError)) d.logger.error({ err: e }, "produce stream failed");
-      const status = toGrpcStatus(e);
-      call.emit("error", Object.assign(new Error(status.details ?? ""), status));
-    };
-    const authenticate = async () => {
-      const token = bearerToken(call.metadata);
-      if (!token) throw new UnauthenticatedError("an access token is required");
-      const p = await d.verifier.verify(token);
-      authorize(p, { kind: "service", scopes: [PRODUCE_SCOPE] });
-      return p;
-    };
-    const handle = async (msg: ProduceGenerationRequest) => {
-      principal ??= await authenticate();
-      const item = msg.item;
-      if (!item) throw new InvalidArgumentError("empty message");
-      if (!session) {
-        if (item.$case !== "lease") throw new InvalidArgumentError("the first message must name the lease");
-        session = await ProducerSession.resume(
-          { store: d.store, output: d.output, policy: d.lease },
-          item.value.generationId,
-          Number(item.value.epoch),
-          producerOf(principal),
-        );
-        stopWatch = watchCancel(d.store, d.logger, session.generationId, (requestedBy) => {
-          cancelRequested = true;
-          if (!ended) call.write({ item: { $case: "cancel", value: { requestedBy } } });
-        });
-        return;
-      }
-      let sequence: number | undefined;
-      switch (item.$case) {
-        case "lease":
-          throw new InvalidArgumentError("the lease is named once");
-        case "delta":
-          sequence = await session.delta(item.value.text);
-          break;
-        case "toolCall":
-          sequence = await session.toolCall(item.value);
-          break;
-        case "usage":
-          sequence = await session.usage(item.value.usage ?? { promptTokens: 0n, completionTokens: 0n });
-          break;
-        case "renew": {
-          const expiresAtMs = await session.renew();
-          call.write({
-            item: {
-              $case: "lease",
-              value: {
-                generationId: session.generationId,
-                epoch: BigInt(session.epoch),
-                expiresAtMs: BigInt(expiresAtMs),
-              },
-            },
+    try {
+      for await (const msg of requests) {
+        const item = msg.item;
+        if (!item) throw new InvalidArgumentError("empty message");
+        if (!session) {
+          if (item.$case !== "lease") throw new InvalidArgumentError("the first message must name the lease");
+          session = await ProducerSession.resume(
+            { store: d.store, output: d.output, policy: d.lease },
+            item.value.generationId,
+            Number(item.value.epoch),
+            producer,
+          );
+          stopWatch = watchCancel(d.store, d.logger, session.generationId, (requestedBy) => {
+            cancelRequested = true;
+            // Out of band, between acks; once the call has ended there is nobody to tell.
+            ctx.send({ item: { $case: "cancel", value: { requestedBy } } }).catch(() => {});
           });
-          return;
+          continue;
         }
-        case "completed":
-          await session.complete();
-          sequence = session.position.sequence;
-          break;
-        case "failed":
-          await session.fail(item.value.reason, item.value.message);
-          sequence = session.position.sequence;
-          break;
-      }
-      if (sequence !== undefined)
-        call.write({ item: { $case: "appended", value: { sequence: BigInt(sequence) } } });
-      if (session.finished && !ended) {
-        ended = true;
-        call.end();
-      }
-    };
-    call.on("data", (msg: ProduceGenerationRequest) => {
-      chain = chain.then(() => (ended ? undefined : handle(msg))).catch(fail);
-    });
-    call.on("end", () => {
-      chain = chain
-        .then(async () => {
-          // The producer stopped after being told of a cancel: the terminal event is written for it.
-          if (cancelRequested && session && !session.finished) await session.cancelled();
-          if (!ended) {
-            ended = true;
-            call.end();
+        let sequence: number | undefined;
+        switch (item.$case) {
+          case "lease":
+            throw new InvalidArgumentError("the lease is named once");
+          case "delta":
+            sequence = await session.delta(item.value.text);
+            break;
+          case "toolCall":
+            sequence = await session.toolCall(item.value);
+            break;
+          case "usage":
+            sequence = await session.usage(item.value.usage ?? { promptTokens: 0n, completionTokens: 0n });
+            break;
+          case "renew": {
+            const expiresAtMs = await session.renew();
+            await ctx.send({
+              item: {
+                $case: "lease",
+                value: {
+                  generationId: session.generationId,
+                  epoch: BigInt(session.epoch),
+                  expiresAtMs: BigInt(expiresAtMs),
+                },
+              },
+            });
+            continue;
           }
-        })
-        .catch(fail);
-    });
-    call.on("error", () => {
-      ended = true;
-    });
+          case "completed":
+            await session.complete();
+            sequence = session.position.sequence;
+            break;
+          case "failed":
+            await session.fail(item.value.reason, item.value.message);
+            sequence = session.position.sequence;
+            break;
+        }
+        if (sequence !== undefined)
+          await ctx.send({ item: { $case: "appended", value: { sequence: BigInt(sequence) } } });
+        // Finished: the stream ends OK; anything the producer sends after is not read.
+        if (session.finished) return;
+      }
+      // The producer stopped after being told of a cancel: the terminal event is written for it.
+      if (cancelRequested && session && !session.finished) await session.cancelled();
+    } finally {
+      stopWatch?.();
+    }
   };
 }
