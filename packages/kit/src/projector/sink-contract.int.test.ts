@@ -207,6 +207,15 @@ describe.each([postgresSink, redisSink])("projection sink: $name", (sink) => {
     return { ...s, sql };
   }
 
+  /** The old version is gone (Redis deletes its keys right after the swap, not in it). */
+  async function retired(s: Slice, version: number): Promise<void> {
+    await eventually(async () => !(await sink.versions(s)).includes(version), {
+      timeoutMs: 5_000,
+      what: `version ${version} dropped`,
+    });
+    expect(await sink.versions(s)).toEqual([version + 1]);
+  }
+
   it("applies whole batches exactly once, across a restart, with status and read-your-writes", async () => {
     const s = await setUp("basic");
     const batches: CommittedBatch[] = [];
@@ -530,7 +539,76 @@ describe.each([postgresSink, redisSink])("projection sink: $name", (sink) => {
 
     // The rebuilt state equals the one the live lane kept; the old version is gone.
     expect(await sink.checksum(s)).toEqual(ledger.expected());
-    expect(await sink.versions(s)).toEqual([2]);
+    await retired(s, 1);
     expect(await p.status()).toMatchObject({ state: "running", version: 2, lag: 0 });
+  });
+
+  it("a rebuild survives a change of writer: the new writer resumes it from its checkpoint", async () => {
+    const s = await setUp("takeover");
+    const rebuildBatches: { by: string; first: number }[] = [];
+    const slowRebuild = (by: string) => async (b: CommittedBatch) => {
+      if (!b.rebuild) return;
+      rebuildBatches.push({ by, first: b.firstSequence });
+      await sleep(10);
+    };
+    const a = sink.counter(s, {}, { batchSize: 100, onBatchCommitted: slowRebuild("a") }).projector;
+    const b = sink.counter(
+      secondPool(s),
+      {},
+      { batchSize: 100, onBatchCommitted: slowRebuild("b") },
+    ).projector;
+    const ledger = new Ledger();
+    await ledger.appendMany(s.store, 5_000, { parallel: 500 });
+    await a.start();
+    await b.start();
+    expect((await b.status()).state).toBe("standby");
+    await a.waitFor(ledger.lastSequence, 20_000);
+
+    // Requested through the standby: the writer picks the request up.
+    expect(await b.rebuild()).toEqual({ targetVersion: 2 });
+    await eventually(() => rebuildBatches.filter((x) => x.by === "a").length >= 5, { timeoutMs: 10_000 });
+    await a.stop();
+    expect((await swapped(b, 2)).state).toBe("running");
+
+    const byB = rebuildBatches.filter((x) => x.by === "b");
+    expect(byB.length).toBeGreaterThan(0);
+    // B started where A's last committed rebuild batch ended, not from 1.
+    expect(byB[0]!.first).toBeGreaterThan(400);
+    expect(await sink.checksum(s)).toEqual(ledger.expected());
+    await retired(s, 1);
+  });
+
+  it("the rebuilt version supersedes the old one's dead letters and keeps its own", async () => {
+    const s = await setUp("rebuilddl");
+    const p = sink.counter(s, { poison: new Set(["i3", "i5"]) }, { maxAttempts: 2 }).projector;
+    const ledger = new Ledger();
+    await ledger.appendMany(s.store, 10, { parallel: 1, skip: (id) => id === "i3" || id === "i5" });
+    await p.start();
+    await p.waitFor(10, 10_000);
+    expect(await s.deadLetters.countPending("counter")).toBe(2);
+
+    // A fix for i3 only, shipped with a rebuild instead of replays.
+    await p.stop();
+    const fixedOnlyI3 = sink.counter(s, { poison: new Set(["i5"]) }, { maxAttempts: 2 });
+    const q = fixedOnlyI3.projector;
+    await q.start();
+    await q.rebuild();
+    await swapped(q, 2);
+    const i3 = incrementFor(3);
+    ledger.record(i3.subject, i3.id, i3.amount, 4);
+    expect(await sink.checksum(s)).toEqual(ledger.expected());
+
+    // i3's old entry is resolved; i5 failed again in the rebuild and is pending, for version 2.
+    const pending = (await s.deadLetters.list({ consumer: "counter", limit: 10 })).items;
+    expect(pending.map((d) => d.streamSequence)).toEqual([6]);
+    const all = (await s.deadLetters.list({ consumer: "counter", includeReplayed: true, limit: 10 })).items;
+    expect(all.find((d) => d.streamSequence === 4)?.error).toMatch(/^superseded by rebuild to v2/);
+
+    fixedOnlyI3.fix();
+    await q.replay(pending[0]!);
+    const i5 = incrementFor(5);
+    ledger.record(i5.subject, i5.id, i5.amount, 6);
+    expect(await sink.checksum(s)).toEqual(ledger.expected());
+    expect(await s.deadLetters.countPending("counter")).toBe(0);
   });
 });
