@@ -280,7 +280,9 @@ export class RedisProjector extends ProjectorBase {
   }
 
   protected async abandonRebuild(target: number, reason: string): Promise<void> {
-    await this.#redis.eval(ABANDON, 1, this.metaKey, target, reason.slice(0, 2000));
+    const dropped = await this.#redis.eval(ABANDON, 1, this.metaKey, target, reason.slice(0, 2000));
+    // Not the rebuild asked for any more (swapped in, or another abandon won): nothing of it to drop.
+    if (dropped !== 1) return;
     await this.options
       .sql`DELETE FROM spool_dead_letters WHERE consumer = ${rebuildConsumer(this.name, target)}`;
     await this.#deleteVersion(target);
