@@ -3,12 +3,18 @@
 // applied twice shows up as a duplicate row instead of an error).
 import { createHash } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
+import type { Redis } from "ioredis";
 import { DeadLetterStore } from "../src/dead-letters.js";
 import { EventStore } from "../src/event-store.js";
 import type { RecordedEvent } from "../src/events.js";
 import { Namespace } from "../src/namespace.js";
 import { createPool, type Executor, type Sql } from "../src/postgres.js";
-import { defineProjection, type ProjectionDefinition } from "../src/projector/index.js";
+import {
+  defineProjection,
+  type ProjectionDefinition,
+  type RedisProjectionDefinition,
+  type RedisWrite,
+} from "../src/projector/index.js";
 import { Incremented } from "./counter.js";
 
 /** One test's own corner of the file's infrastructure: a schema and a stream namespace. */
@@ -278,4 +284,68 @@ function md5(s: string): string {
 /** Byte-wise order, as COLLATE "C" sorts. */
 function compareC(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * The same counter as a Redis read model: per-subject totals and increment
+ * counts in two hashes, and a count per increment id (so an increment applied
+ * twice shows up as a duplicate, as in counter_log).
+ */
+export function redisCounterProjection(options: CounterOptions = {}): RedisCounterFixture {
+  const fixture: RedisCounterFixture = {
+    fixed: false,
+    poisonAttempts: new Map(),
+    definition: undefined as unknown as RedisProjectionDefinition,
+  };
+  fixture.definition = {
+    name: options.name ?? "counter",
+    stream: "EX",
+    ...(options.filterSubject ? { filterSubject: options.filterSubject } : {}),
+    ...(options.strict ? { strict: true } : {}),
+    writes(events) {
+      return increments(events).flatMap((r) => {
+        if (options.poison?.has(r.incrementId)) {
+          fixture.poisonAttempts.set(r.incrementId, (fixture.poisonAttempts.get(r.incrementId) ?? 0) + 1);
+          if (!fixture.fixed) throw new Error(`poisoned increment ${r.incrementId}`);
+        }
+        return [
+          { op: "hincrby", key: "totals", field: r.subject, by: r.amount },
+          { op: "hincrby", key: "increments", field: r.subject, by: 1 },
+          { op: "hincrby", key: "ids", field: r.incrementId, by: 1 },
+        ] satisfies RedisWrite[];
+      });
+    },
+  };
+  return fixture;
+}
+
+export interface RedisCounterFixture {
+  definition: RedisProjectionDefinition;
+  fixed: boolean;
+  poisonAttempts: Map<string, number>;
+}
+
+/** counterChecksum's formulas over the Redis counter's keys (key: relative key to full key). */
+export async function redisCounterChecksum(
+  redis: Redis,
+  key: (relative: string) => string,
+): Promise<CounterChecksum> {
+  const [totals, incs, ids] = await Promise.all([
+    redis.hgetall(key("totals")),
+    redis.hgetall(key("increments")),
+    redis.hgetall(key("ids")),
+  ]);
+  const all = Object.entries(ids).flatMap(([id, n]) => Array.from({ length: Number(n) }, () => id));
+  let sum = 0n;
+  for (const v of Object.values(totals)) sum += BigInt(v);
+  const totalsLine = Object.keys(totals)
+    .sort(compareC)
+    .map((subject) => `${subject}:${totals[subject]}:${incs[subject] ?? 0}`)
+    .join(",");
+  return {
+    rows: all.length,
+    sum: all.length === 0 ? "0" : sum.toString(),
+    idsMd5: md5(all.sort(compareC).join(",")),
+    totalsMd5: md5(totalsLine),
+  };
 }

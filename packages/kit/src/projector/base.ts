@@ -3,7 +3,7 @@ import type { DeadLetter, DeadLetterStore } from "../dead-letters.js";
 import type { EventStore } from "../event-store.js";
 import type { ConsumerState, ConsumerStatus, ManagedConsumer } from "../managed.js";
 import type { Sql } from "../postgres.js";
-import { errorMessage, HaltedError } from "./errors.js";
+import { errorMessage, FencedError, HaltedError } from "./errors.js";
 import { Lane, type Sink } from "./lane.js";
 import { StreamReader } from "./reader.js";
 import { CheckpointWaiters, Mutex, readHead } from "./shared.js";
@@ -34,12 +34,33 @@ export interface Position {
   checkpoint: number;
 }
 
+/** A rebuild the store asks for: the version being filled and how far it got. */
+export interface RebuildRequest {
+  target: number;
+  checkpoint: number;
+}
+
+/** A rebuild this process runs while it is the writer. */
+interface RebuildRun {
+  session: WriterSession;
+  target: number;
+  abort: AbortController;
+  reader: StreamReader;
+  lane: Lane;
+  done: Promise<void>;
+}
+
 /**
- * Writer election and the live lane, shared by the PostgreSQL and Redis
- * projectors. Every replica runs one; a session advisory lock elects the
- * single writer, the others stand by and take over when its session ends.
- * Only the writer reads the stream: from its checkpoint, through an ordered
- * consumer, applying whole batches through the read model's sink.
+ * Writer election, the live lane and rebuilds, shared by the PostgreSQL and
+ * Redis projectors. Every replica runs one; a session advisory lock elects
+ * the single writer, the others stand by and take over when its session
+ * ends. Only the writer reads the stream: from its checkpoint, through an
+ * ordered consumer, applying whole batches through the read model's sink.
+ *
+ * The read model is versioned. rebuild() fills version N+1 from sequence 1
+ * while version N keeps applying new events and serving reads; once it has
+ * caught up, it finishes the tail between two live batches and switches
+ * readers to N+1 in one atomic step of the store (swapVersion).
  */
 export abstract class ProjectorBase implements ManagedConsumer {
   readonly name: string;
@@ -52,6 +73,7 @@ export abstract class ProjectorBase implements ManagedConsumer {
   protected state: ConsumerState = "stopped";
   protected lastError: string | undefined;
   protected writer: WriterSession | undefined;
+  #rebuild: RebuildRun | undefined;
   readonly #filter: string | undefined;
   readonly #lock: WriterLock;
   readonly #waiters: CheckpointWaiters;
@@ -87,13 +109,27 @@ export abstract class ProjectorBase implements ManagedConsumer {
   protected abstract recordState(state: "running" | "halted", error: string | undefined): Promise<void>;
   abstract status(): Promise<ConsumerStatus>;
   abstract replay(entry: DeadLetter): Promise<void>;
-
-  /** Called on each supervision tick while this process is the writer. */
-  protected async onWriterTick(_w: WriterSession): Promise<void> {}
-  /** Called after the live lane started in a new writer session. */
-  protected async onBecameWriter(_w: WriterSession): Promise<void> {}
-  /** Called when a writer session ends, after its live lane stopped. */
-  protected async onWriterEnded(_w: WriterSession): Promise<void> {}
+  /**
+   * Records a rebuild request into a new version (prepared, empty) and
+   * returns that version; FAILED_PRECONDITION when one is already under way.
+   * Check and request are one atomic step, so of two concurrent requests
+   * exactly one starts a rebuild.
+   */
+  protected abstract requestRebuild(): Promise<number>;
+  /** The rebuild the store asks for, if any. */
+  protected abstract rebuildRequest(): Promise<RebuildRequest | undefined>;
+  /**
+   * Switches readers to the rebuilt version in one atomic step, retiring the
+   * old one, by compare-and-set on both positions (FencedError when either
+   * moved). Runs with the live lane paused.
+   */
+  protected abstract swapVersion(
+    target: number,
+    checkpoint: number,
+    live: { version: number; checkpoint: number },
+  ): Promise<void>;
+  /** Drops a rebuild's version and its request (if it is still the one asked for). */
+  protected abstract abandonRebuild(target: number, reason: string): Promise<void>;
 
   // --- lifecycle -------------------------------------------------------------
 
@@ -148,6 +184,33 @@ export abstract class ProjectorBase implements ManagedConsumer {
     return this.#waiters.wait(sequence, timeoutMs);
   }
 
+  /**
+   * Requests a rebuild into the next version and returns that version. Any
+   * replica may call it: the request is stored, and the writer picks it up
+   * (at once when it is this process). A rebuild already under way is
+   * refused with FAILED_PRECONDITION (admin.proto's contract). A writer
+   * change mid-rebuild resumes from its checkpoint.
+   */
+  async rebuild(): Promise<{ targetVersion: number }> {
+    await this.init();
+    const targetVersion = await this.requestRebuild();
+    this.options.logger.info({ projection: this.name, targetVersion }, "projection rebuild requested");
+    const w = this.writer;
+    if (w) await this.#pickUpRebuild(w);
+    return { targetVersion };
+  }
+
+  /** Abandons a rebuild under way: its version and dead letters are dropped; the live version is untouched. */
+  async cancelRebuild(reason = "rebuild cancelled"): Promise<void> {
+    const run = this.#rebuild;
+    if (run) {
+      run.abort.abort();
+      await run.done;
+    }
+    const request = await this.rebuildRequest();
+    if (request) await this.abandonRebuild(request.target, reason);
+  }
+
   /** Runs setUp once per instance (again after a failure). */
   protected init(): Promise<void> {
     this.#initialized ??= this.setUp().catch((e) => {
@@ -184,7 +247,7 @@ export abstract class ProjectorBase implements ManagedConsumer {
         await this.demote(w, "lost the writer lock (its database session ended)");
         return;
       }
-      await this.onWriterTick(w);
+      await this.#pickUpRebuild(w);
       await this.#watch(w);
     } catch (e) {
       this.lastError = errorMessage(e);
@@ -207,7 +270,7 @@ export abstract class ProjectorBase implements ManagedConsumer {
       await this.recordState("running", undefined);
       w.loop = this.#runLive(w);
       this.options.logger.info({ projection: this.name, version, checkpoint }, "projection writer active");
-      await this.onBecameWriter(w);
+      await this.#pickUpRebuild(w);
     } catch (e) {
       const w = this.writer;
       if (w) await this.demote(w, errorMessage(e));
@@ -221,7 +284,8 @@ export abstract class ProjectorBase implements ManagedConsumer {
     if (this.writer !== w) return;
     this.writer = undefined;
     w.abort.abort();
-    await Promise.allSettled([w.loop, this.onWriterEnded(w)]);
+    const run = this.#rebuild;
+    await Promise.allSettled([w.loop, run?.session === w ? run.done : undefined]);
     await w.reader.close();
     await this.#lock.release();
     if (reason) {
@@ -236,17 +300,14 @@ export abstract class ProjectorBase implements ManagedConsumer {
     const head = await this.head();
     this.options.metrics?.lag?.(this.name, Math.max(0, head - w.lane.checkpoint));
     const stallMs = this.options.stallTimeoutMs ?? 15_000;
-    for (const reader of this.readers(w)) {
+    const run = this.#rebuild;
+    const readers = run?.session === w ? [w.reader, run.reader] : [w.reader];
+    for (const reader of readers) {
       if (head >= reader.nextSequence && reader.idleMs > stallMs) {
         this.options.logger.warn({ projection: this.name }, "stream consumer stalled; recreating it");
         reader.restart();
       }
     }
-  }
-
-  /** The session's readers, for the stall watchdog. */
-  protected readers(w: WriterSession): StreamReader[] {
-    return [w.reader];
   }
 
   // --- the live lane -------------------------------------------------------------
@@ -286,6 +347,90 @@ export abstract class ProjectorBase implements ManagedConsumer {
       "strict projection halted at an event that keeps failing; fix it, then resume or restart",
     );
     await this.recordState("halted", e.message).catch(() => {});
+  }
+
+  // --- rebuild -------------------------------------------------------------------
+
+  /** Starts (or resumes, after a restart or takeover) the rebuild the store asks for. */
+  async #pickUpRebuild(w: WriterSession): Promise<void> {
+    if (this.#rebuild || this.writer !== w) return;
+    const request = await this.rebuildRequest();
+    if (!request || this.#rebuild || this.writer !== w || w.abort.signal.aborted) return;
+    const { target, checkpoint: from } = request;
+    const abort = new AbortController();
+    w.abort.signal.addEventListener("abort", () => abort.abort(), { once: true });
+    const run: RebuildRun = {
+      session: w,
+      target,
+      abort,
+      reader: this.newReader(from + 1),
+      lane: this.newLane(target, true, from, abort.signal),
+      done: Promise.resolve(),
+    };
+    this.#rebuild = run;
+    this.options.logger.info(
+      { projection: this.name, targetVersion: target, from },
+      "projection rebuild running",
+    );
+    run.done = this.#runRebuild(run).finally(async () => {
+      await run.reader.close();
+      if (this.#rebuild === run) this.#rebuild = undefined;
+    });
+  }
+
+  async #runRebuild(run: RebuildRun): Promise<void> {
+    const { signal } = run.abort;
+    const live = run.session.lane;
+    const started = Date.now();
+    const from = run.lane.checkpoint;
+    try {
+      // Catch up without holding up the live lane.
+      while (!signal.aborted && run.lane.checkpoint + this.batchSize < live.checkpoint) {
+        await run.lane.apply(await run.reader.take(this.batchSize, signal));
+      }
+      // The tail and the swap run between two live batches, so the live
+      // checkpoint stands still until the new version takes over.
+      const swapped = await this.mutex.run(async () => {
+        while (!signal.aborted && run.lane.checkpoint < live.checkpoint) {
+          await run.lane.apply(await run.reader.take(this.batchSize, signal));
+        }
+        if (signal.aborted || this.writer !== run.session) return false;
+        const checkpoint = run.lane.checkpoint;
+        await this.swapVersion(run.target, checkpoint, {
+          version: live.sink.version,
+          checkpoint: live.checkpoint,
+        });
+        // The live lane skips what the rebuild already applied past the old checkpoint.
+        live.retarget(this.newSink(run.target, false), checkpoint);
+        return true;
+      });
+      if (swapped) {
+        const seconds = Math.max((Date.now() - started) / 1000, 0.001);
+        this.options.logger.info(
+          {
+            projection: this.name,
+            version: run.target,
+            checkpoint: run.lane.checkpoint,
+            messagesPerSecond: Math.round((run.lane.checkpoint - from) / seconds),
+          },
+          "projection rebuilt; now serving the new version",
+        );
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+      if (e instanceof HaltedError) {
+        this.lastError = `rebuild to v${run.target} abandoned: ${e.message}`;
+        this.options.logger.error({ projection: this.name, err: e }, "strict projection's rebuild abandoned");
+        await this.abandonRebuild(run.target, this.lastError).catch(() => {});
+        return;
+      }
+      this.lastError = `rebuild to v${run.target}: ${errorMessage(e)}`;
+      this.options.logger.error(
+        { projection: this.name, err: e },
+        "projection rebuild failed; it resumes shortly",
+      );
+      if (e instanceof FencedError) void this.demote(run.session, e.message).catch(() => {});
+    }
   }
 
   // --- plumbing --------------------------------------------------------------------

@@ -102,3 +102,26 @@ export async function pointViews(
 export async function dropTables(tx: TransactionSql, names: Readonly<Record<string, string>>): Promise<void> {
   for (const physical of Object.values(names)) await tx.unsafe(`DROP TABLE IF EXISTS ${physical}`);
 }
+
+/**
+ * At a rebuild's swap: the old version's pending entries are settled by the
+ * rebuild, which applied each of them or dead-lettered it again under its
+ * own name; the rebuild's entries become the projection's.
+ */
+export async function adoptRebuildDeadLetters(
+  tx: TransactionSql,
+  projection: string,
+  target: number,
+): Promise<void> {
+  const fromRebuild = rebuildConsumer(projection, target);
+  await tx`
+    DELETE FROM spool_dead_letters d
+    WHERE d.consumer = ${projection} AND EXISTS (
+      SELECT 1 FROM spool_dead_letters r
+      WHERE r.consumer = ${fromRebuild} AND r.stream = d.stream AND r.stream_sequence = d.stream_sequence)`;
+  await tx`
+    UPDATE spool_dead_letters
+    SET replayed_at = now(), error = left('superseded by rebuild to v' || ${target}::text || ': ' || error, 2000)
+    WHERE consumer = ${projection} AND replayed_at IS NULL`;
+  await tx`UPDATE spool_dead_letters SET consumer = ${projection} WHERE consumer = ${fromRebuild}`;
+}

@@ -3,10 +3,9 @@ import type { DeadLetter } from "../dead-letters.js";
 import { FailedPreconditionError, InvalidArgumentError } from "../errors.js";
 import type { ConsumerStatus } from "../managed.js";
 import type { TransactionSql } from "../postgres.js";
-import { type Position, ProjectorBase, type ProjectorBaseOptions, type WriterSession } from "./base.js";
+import { type Position, ProjectorBase, type ProjectorBaseOptions, type RebuildRequest } from "./base.js";
 import { applyEvents, type ProjectionDefinition, tableNames, validateDefinition } from "./definition.js";
-import { errorMessage, FencedError, HaltedError, HandlerFailure, isTransient } from "./errors.js";
-import type { Lane } from "./lane.js";
+import { errorMessage, FencedError, HandlerFailure, isTransient } from "./errors.js";
 import {
   lockProjectionDdl,
   migrateProjections,
@@ -14,19 +13,9 @@ import {
   readProjection,
   recordState,
 } from "./metadata.js";
-import { dropTables, PgSink, pointViews, rebuildConsumer } from "./pg-sink.js";
-import type { StreamReader } from "./reader.js";
+import { adoptRebuildDeadLetters, dropTables, PgSink, pointViews, rebuildConsumer } from "./pg-sink.js";
 
 export type ProjectorOptions = ProjectorBaseOptions;
-
-interface RebuildRun {
-  session: WriterSession;
-  target: number;
-  abort: AbortController;
-  reader: StreamReader;
-  lane: Lane;
-  done: Promise<void>;
-}
 
 /**
  * Feeds a PostgreSQL read model from a stream, exactly once in effect: each
@@ -36,15 +25,12 @@ interface RebuildRun {
  * believe they write (one whose lock went with its connection) cannot apply
  * a message twice.
  *
- * Tables are versioned and read through views. rebuild() fills version N+1
- * from sequence 1 while version N keeps applying new events and serving
- * reads; once it has caught up, it finishes the tail between two live batches
- * and repoints the views, drops version N and moves the version row, all in
- * one transaction.
+ * Tables are versioned and read through views. A rebuild (ProjectorBase)
+ * fills version N+1's tables; its swap repoints the views, drops version N
+ * and moves the version row, all in one transaction.
  */
 export class Projector<T extends string = string> extends ProjectorBase {
   readonly definition: ProjectionDefinition<T>;
-  #rebuild: RebuildRun | undefined;
 
   constructor(definition: ProjectionDefinition<T>, options: ProjectorOptions) {
     validateDefinition(definition);
@@ -82,56 +68,6 @@ export class Projector<T extends string = string> extends ProjectorBase {
             }
           : undefined,
     };
-  }
-
-  /**
-   * Requests a rebuild into the next table version and returns that version.
-   * Any replica may call it: the request is a row, and the writer picks it up
-   * (at once when it is this process). A rebuild already under way is
-   * refused with FAILED_PRECONDITION (admin.proto's contract): the check and
-   * the request are one transaction under the projection's DDL lock, so of
-   * two concurrent requests exactly one starts a rebuild. A writer change
-   * mid-rebuild resumes from its checkpoint.
-   */
-  async rebuild(): Promise<{ targetVersion: number }> {
-    await this.init();
-    const targetVersion = await this.options.sql.begin(async (tx) => {
-      await lockProjectionDdl(tx, this.name);
-      const row = await readProjection(tx, this.name, true);
-      if (!row) throw new FailedPreconditionError(`projection ${this.name} is not set up`);
-      if (row.rebuildVersion !== undefined) {
-        throw new FailedPreconditionError(
-          `projection ${this.name} is already rebuilding to version ${row.rebuildVersion}; ` +
-            "wait for it to finish (GetProjection shows its progress)",
-        );
-      }
-      const target = row.version + 1;
-      const names = tableNames(this.definition.tables, target);
-      // Leftovers of an abandoned rebuild to the same version.
-      await dropTables(tx, names);
-      await tx`DELETE FROM spool_dead_letters WHERE consumer = ${rebuildConsumer(this.name, target)}`;
-      await this.definition.migrate(tx, names);
-      await tx`
-        UPDATE spool_projections
-        SET rebuild_version = ${target}, rebuild_checkpoint = 0, rebuild_started_at = now(), updated_at = now()
-        WHERE name = ${this.name}`;
-      return target;
-    });
-    this.options.logger.info({ projection: this.name, targetVersion }, "projection rebuild requested");
-    const w = this.writer;
-    if (w) await this.#pickUpRebuild(w);
-    return { targetVersion };
-  }
-
-  /** Abandons a rebuild under way: its tables and dead letters are dropped; the live version is untouched. */
-  async cancelRebuild(reason = "rebuild cancelled"): Promise<void> {
-    const run = this.#rebuild;
-    if (run) {
-      run.abort.abort();
-      await run.done;
-    }
-    const row = await this.#row();
-    if (row.rebuildVersion !== undefined) await this.#abandonRebuild(row.rebuildVersion, reason);
   }
 
   /**
@@ -196,101 +132,39 @@ export class Projector<T extends string = string> extends ProjectorBase {
     return recordState(this.options.sql, this.name, state, error);
   }
 
-  protected override async onBecameWriter(w: WriterSession): Promise<void> {
-    await this.#pickUpRebuild(w);
-  }
-
-  protected override async onWriterTick(w: WriterSession): Promise<void> {
-    await this.#pickUpRebuild(w);
-  }
-
-  protected override async onWriterEnded(w: WriterSession): Promise<void> {
-    const run = this.#rebuild;
-    if (run?.session === w) await run.done;
-  }
-
-  protected override readers(w: WriterSession): StreamReader[] {
-    const run = this.#rebuild;
-    return run?.session === w ? [w.reader, run.reader] : [w.reader];
-  }
-
-  // --- rebuild ---------------------------------------------------------------
-
-  /** Starts (or resumes, after a restart or takeover) the rebuild the projection row asks for. */
-  async #pickUpRebuild(w: WriterSession): Promise<void> {
-    if (this.#rebuild || this.writer !== w) return;
-    const row = await this.#row();
-    const target = row.rebuildVersion;
-    if (target === undefined || this.#rebuild || this.writer !== w || w.abort.signal.aborted) return;
-    const from = row.rebuildCheckpoint ?? 0;
-    const abort = new AbortController();
-    w.abort.signal.addEventListener("abort", () => abort.abort(), { once: true });
-    const run: RebuildRun = {
-      session: w,
-      target,
-      abort,
-      reader: this.newReader(from + 1),
-      lane: this.newLane(target, true, from, abort.signal),
-      done: Promise.resolve(),
-    };
-    this.#rebuild = run;
-    this.options.logger.info(
-      { projection: this.name, targetVersion: target, from },
-      "projection rebuild running",
-    );
-    run.done = this.#runRebuild(run).finally(async () => {
-      await run.reader.close();
-      if (this.#rebuild === run) this.#rebuild = undefined;
+  /**
+   * The request is a row, checked and written in one transaction under the
+   * projection's DDL lock, with the target version's tables created empty.
+   */
+  protected async requestRebuild(): Promise<number> {
+    return this.options.sql.begin(async (tx) => {
+      await lockProjectionDdl(tx, this.name);
+      const row = await readProjection(tx, this.name, true);
+      if (!row) throw new FailedPreconditionError(`projection ${this.name} is not set up`);
+      if (row.rebuildVersion !== undefined) {
+        throw new FailedPreconditionError(
+          `projection ${this.name} is already rebuilding to version ${row.rebuildVersion}; ` +
+            "wait for it to finish (GetProjection shows its progress)",
+        );
+      }
+      const target = row.version + 1;
+      const names = tableNames(this.definition.tables, target);
+      // Leftovers of an abandoned rebuild to the same version.
+      await dropTables(tx, names);
+      await tx`DELETE FROM spool_dead_letters WHERE consumer = ${rebuildConsumer(this.name, target)}`;
+      await this.definition.migrate(tx, names);
+      await tx`
+        UPDATE spool_projections
+        SET rebuild_version = ${target}, rebuild_checkpoint = 0, rebuild_started_at = now(), updated_at = now()
+        WHERE name = ${this.name}`;
+      return target;
     });
   }
 
-  async #runRebuild(run: RebuildRun): Promise<void> {
-    const { signal } = run.abort;
-    const live = run.session.lane;
-    const started = Date.now();
-    const from = run.lane.checkpoint;
-    try {
-      // Catch up without holding up the live lane.
-      while (!signal.aborted && run.lane.checkpoint + this.batchSize < live.checkpoint) {
-        await run.lane.apply(await run.reader.take(this.batchSize, signal));
-      }
-      // The tail and the swap run between two live batches, so the live
-      // checkpoint stands still until the new version takes over.
-      const swapped = await this.mutex.run(async () => {
-        while (!signal.aborted && run.lane.checkpoint < live.checkpoint) {
-          await run.lane.apply(await run.reader.take(this.batchSize, signal));
-        }
-        if (signal.aborted || this.writer !== run.session) return false;
-        await this.#swap(run);
-        return true;
-      });
-      if (swapped) {
-        const seconds = Math.max((Date.now() - started) / 1000, 0.001);
-        this.options.logger.info(
-          {
-            projection: this.name,
-            version: run.target,
-            checkpoint: run.lane.checkpoint,
-            messagesPerSecond: Math.round((run.lane.checkpoint - from) / seconds),
-          },
-          "projection rebuilt; now serving the new version",
-        );
-      }
-    } catch (e) {
-      if (signal.aborted) return;
-      if (e instanceof HaltedError) {
-        this.lastError = `rebuild to v${run.target} abandoned: ${e.message}`;
-        this.options.logger.error({ projection: this.name, err: e }, "strict projection's rebuild abandoned");
-        await this.#abandonRebuild(run.target, this.lastError).catch(() => {});
-        return;
-      }
-      this.lastError = `rebuild to v${run.target}: ${errorMessage(e)}`;
-      this.options.logger.error(
-        { projection: this.name, err: e },
-        "projection rebuild failed; it resumes shortly",
-      );
-      if (e instanceof FencedError) void this.demote(run.session, e.message).catch(() => {});
-    }
+  protected async rebuildRequest(): Promise<RebuildRequest | undefined> {
+    const row = await this.#row();
+    if (row.rebuildVersion === undefined) return undefined;
+    return { target: row.rebuildVersion, checkpoint: row.rebuildCheckpoint ?? 0 };
   }
 
   /**
@@ -299,16 +173,17 @@ export class Projector<T extends string = string> extends ProjectorBase {
    * rebuild's own, and the version row moved, in one transaction. It runs
    * with the live lane paused, so the live checkpoint it checks is final.
    */
-  async #swap(run: RebuildRun): Promise<void> {
-    const live = run.session.lane;
-    const oldVersion = live.sink.version;
+  protected async swapVersion(
+    target: number,
+    checkpoint: number,
+    live: { version: number; checkpoint: number },
+  ): Promise<void> {
+    const oldVersion = live.version;
     const liveCheckpoint = live.checkpoint;
-    const checkpoint = run.lane.checkpoint;
-    const { target } = run;
     await this.options.sql.begin(async (tx) => {
       // The lock order every writer of this projection follows: dead letters,
       // tables, the projection row last.
-      await this.#adoptDeadLetters(tx, target);
+      await adoptRebuildDeadLetters(tx, this.name, target);
       await pointViews(tx, this.definition.tables, tableNames(this.definition.tables, target));
       await dropTables(tx, tableNames(this.definition.tables, oldVersion));
       const rows = await tx`
@@ -320,30 +195,9 @@ export class Projector<T extends string = string> extends ProjectorBase {
         RETURNING 1`;
       if (rows.length !== 1) throw new FencedError(this.name, "the version row");
     });
-    // The live lane skips what the rebuild already applied past the old checkpoint.
-    live.retarget(this.newSink(target, false), checkpoint);
   }
 
-  /**
-   * The old version's pending entries are settled by the rebuild, which
-   * applied each of them or dead-lettered it again under its own name; the
-   * rebuild's entries become the projection's.
-   */
-  async #adoptDeadLetters(tx: TransactionSql, target: number): Promise<void> {
-    const fromRebuild = rebuildConsumer(this.name, target);
-    await tx`
-      DELETE FROM spool_dead_letters d
-      WHERE d.consumer = ${this.name} AND EXISTS (
-        SELECT 1 FROM spool_dead_letters r
-        WHERE r.consumer = ${fromRebuild} AND r.stream = d.stream AND r.stream_sequence = d.stream_sequence)`;
-    await tx`
-      UPDATE spool_dead_letters
-      SET replayed_at = now(), error = left('superseded by rebuild to v' || ${target}::text || ': ' || error, 2000)
-      WHERE consumer = ${this.name} AND replayed_at IS NULL`;
-    await tx`UPDATE spool_dead_letters SET consumer = ${this.name} WHERE consumer = ${fromRebuild}`;
-  }
-
-  async #abandonRebuild(target: number, reason: string): Promise<void> {
+  protected async abandonRebuild(target: number, reason: string): Promise<void> {
     await this.options.sql.begin(async (tx) => {
       await lockProjectionDdl(tx, this.name);
       const row = await readProjection(tx, this.name, true);

@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,7 +5,6 @@ import {
   type CounterTables,
   counterChecksum,
   counterProjection,
-  incrementFor,
   Ledger,
   type Slice,
   slice,
@@ -14,7 +12,6 @@ import {
 import { createLogger } from "../logger.js";
 import type { ConsumerStatus } from "../managed.js";
 import { connectNats } from "../nats.js";
-import { createPool, type Sql } from "../postgres.js";
 import { Projector, type ProjectorOptions } from "./index.js";
 
 const infra = useInfra("rebuild");
@@ -36,12 +33,6 @@ async function setUp(label: string): Promise<Slice> {
   return s;
 }
 
-function pool(s: Slice): Sql {
-  const sql = createPool({ url: s.databaseUrl, schema: s.label, max: 4 });
-  cleanups.push(() => sql.end());
-  return sql;
-}
-
 function projector(
   s: Slice,
   definition: ReturnType<typeof counterProjection>["definition"],
@@ -60,14 +51,6 @@ function projector(
   return p;
 }
 
-async function physicalTables(sql: Sql, schema: string): Promise<string[]> {
-  const rows = await sql<{ name: string }[]>`
-    SELECT table_name AS name FROM information_schema.tables
-    WHERE table_schema = ${schema} AND table_type = 'BASE TABLE' AND table_name LIKE 'counter%'
-    ORDER BY 1`;
-  return rows.map((r) => r.name);
-}
-
 async function swapped(p: Projector<CounterTables>, version: number): Promise<ConsumerStatus> {
   return eventually(
     async () => {
@@ -78,96 +61,10 @@ async function swapped(p: Projector<CounterTables>, version: number): Promise<Co
   );
 }
 
+// What a rebuild does (under writes, atomic swap, equality with the live state,
+// takeover, dead letters) is in sink-contract.int.test.ts, for every sink; this
+// measures the PostgreSQL projector's speed.
 describe("rebuild", () => {
-  it("rebuilds from sequence 1 under writes; readers never see a half-built or inconsistent table", async () => {
-    const s = await setUp("underwrites");
-    const p = projector(s, counterProjection().definition);
-    const ledger = new Ledger();
-    await ledger.appendMany(s.store, 20_000, { parallel: 500 });
-    await p.start();
-    await p.waitFor(ledger.lastSequence, 30_000);
-
-    // Writers keep appending through the whole rebuild.
-    let writing = true;
-    const writes = (async () => {
-      for (let round = 0; writing; round++) {
-        await Promise.all(
-          Array.from({ length: 10 }, (_, k) => {
-            const inc = incrementFor(round * 10 + k, 20, "w");
-            return ledger.append(s.store, inc.subject, inc.id, inc.amount);
-          }),
-        );
-      }
-    })();
-
-    // A reader queries the logical table the whole time, checkpoint and sum in one snapshot.
-    const readerSql = pool(s);
-    const samples: { checkpoint: number; version: number; sum: bigint }[] = [];
-    const readErrors: unknown[] = [];
-    let reading = true;
-    const reads = (async () => {
-      while (reading) {
-        try {
-          const [row] = await readerSql<{ checkpoint: string; version: number; sum: string }[]>`
-            SELECT p.checkpoint, p.version, (SELECT coalesce(sum(total), 0) FROM counter_totals)::text AS sum
-            FROM spool_projections p WHERE p.name = 'counter'`;
-          if (row)
-            samples.push({ checkpoint: Number(row.checkpoint), version: row.version, sum: BigInt(row.sum) });
-        } catch (e) {
-          readErrors.push(e);
-        }
-      }
-    })();
-
-    // Progress is visible while it runs.
-    const progress: ConsumerStatus[] = [];
-    let watching = true;
-    const watch = (async () => {
-      while (watching) {
-        const st = await p.status();
-        if (st.rebuild) progress.push(st);
-        await sleep(20);
-      }
-    })();
-
-    await sleep(200);
-    const started = Date.now();
-    expect(await p.rebuild()).toEqual({ targetVersion: 2 });
-    // Asking again while it runs is refused: one rebuild at a time.
-    await expect(p.rebuild()).rejects.toMatchObject({ code: "FAILED_PRECONDITION" });
-    const after = await swapped(p, 2);
-    const seconds = (Date.now() - started) / 1000;
-    console.info(
-      `rebuild under writes: ${after.checkpoint} events in ${seconds.toFixed(2)} s ` +
-        `(${Math.round(after.checkpoint / seconds)} events/s, including the writes that kept coming)`,
-    );
-    await sleep(200);
-    writing = false;
-    await writes;
-    await p.waitFor(ledger.lastSequence, 20_000);
-    reading = false;
-    watching = false;
-    await Promise.all([reads, watch]);
-
-    expect(readErrors).toEqual([]);
-    expect(samples.some((x) => x.version === 1)).toBe(true);
-    expect(samples.some((x) => x.version === 2)).toBe(true);
-    // Every read matches its checkpoint exactly: no half-built table, no half-applied batch.
-    for (const x of samples) expect(x.sum).toBe(ledger.sumUpTo(x.checkpoint));
-    for (let i = 1; i < samples.length; i++) {
-      expect(samples[i]!.checkpoint).toBeGreaterThanOrEqual(samples[i - 1]!.checkpoint);
-    }
-    const during = progress.find((st) => st.state === "rebuilding" && (st.rebuild?.applied ?? 0) > 0);
-    expect(during?.rebuild).toMatchObject({ targetVersion: 2 });
-    expect(during?.rebuild?.head).toBeGreaterThan(0);
-    expect(during?.rebuild?.startedAt).toBeInstanceOf(Date);
-
-    // The rebuilt live tables equal the ledger, row by row; the old version is gone.
-    expect(await counterChecksum(s.sql)).toEqual(ledger.expected());
-    expect(await physicalTables(s.sql, s.label)).toEqual(["counter_log_v2", "counter_totals_v2"]);
-    expect(await p.status()).toMatchObject({ state: "running", version: 2, lag: 0 });
-  });
-
   it("measures rebuild speed on a quiet stream", async () => {
     const s = await setUp("speed");
     const p = projector(s, counterProjection().definition);
@@ -183,77 +80,5 @@ describe("rebuild", () => {
       `rebuild: 30000 events in ${seconds.toFixed(2)} s (${Math.round(30_000 / seconds)} events/s)`,
     );
     expect(await counterChecksum(s.sql)).toEqual(ledger.expected());
-  });
-
-  it("a rebuild survives a change of writer: the new writer resumes it from its checkpoint", async () => {
-    const s = await setUp("takeover");
-    const rebuildBatches: { by: string; first: number }[] = [];
-    const slowRebuild = (by: string) => async (b: { rebuild: boolean; firstSequence: number }) => {
-      if (!b.rebuild) return;
-      rebuildBatches.push({ by, first: b.firstSequence });
-      await sleep(10);
-    };
-    const a = projector(s, counterProjection().definition, {
-      batchSize: 100,
-      onBatchCommitted: slowRebuild("a"),
-    });
-    const b = projector({ ...s, sql: pool(s) }, counterProjection().definition, {
-      batchSize: 100,
-      onBatchCommitted: slowRebuild("b"),
-    });
-    const ledger = new Ledger();
-    await ledger.appendMany(s.store, 5_000, { parallel: 500 });
-    await a.start();
-    await b.start();
-    expect((await b.status()).state).toBe("standby");
-    await a.waitFor(ledger.lastSequence, 20_000);
-
-    // Requested through the standby: the writer picks the request up.
-    expect(await b.rebuild()).toEqual({ targetVersion: 2 });
-    await eventually(() => rebuildBatches.filter((x) => x.by === "a").length >= 5, { timeoutMs: 10_000 });
-    await a.stop();
-    const swappedStatus = await swapped(b, 2);
-    expect(swappedStatus.state).toBe("running");
-
-    const byB = rebuildBatches.filter((x) => x.by === "b");
-    expect(byB.length).toBeGreaterThan(0);
-    // B started where A's last committed rebuild batch ended, not from 1.
-    expect(byB[0]!.first).toBeGreaterThan(400);
-    expect(await counterChecksum(s.sql)).toEqual(ledger.expected());
-  });
-
-  it("the rebuilt version supersedes the old one's dead letters and keeps its own", async () => {
-    const s = await setUp("deadletters");
-    const fx = counterProjection({ poison: new Set(["i3", "i5"]) });
-    const p = projector(s, fx.definition, { maxAttempts: 2 });
-    const ledger = new Ledger();
-    await ledger.appendMany(s.store, 10, { parallel: 1, skip: (id) => id === "i3" || id === "i5" });
-    await p.start();
-    await p.waitFor(10, 10_000);
-    expect(await s.deadLetters.countPending("counter")).toBe(2);
-
-    // A fix for i3 only, shipped with a rebuild instead of replays.
-    const fixedOnlyI3 = counterProjection({ poison: new Set(["i5"]), name: "counter" });
-    await p.stop();
-    const q = projector(s, fixedOnlyI3.definition, { maxAttempts: 2 });
-    await q.start();
-    await q.rebuild();
-    await swapped(q, 2);
-    const i3 = incrementFor(3);
-    ledger.record(i3.subject, i3.id, i3.amount, 4);
-    expect(await counterChecksum(s.sql)).toEqual(ledger.expected());
-
-    // i3's old entry is resolved; i5 failed again in the rebuild and is pending, for version 2.
-    const pending = (await s.deadLetters.list({ consumer: "counter", limit: 10 })).items;
-    expect(pending.map((d) => d.streamSequence)).toEqual([6]);
-    const all = (await s.deadLetters.list({ consumer: "counter", includeReplayed: true, limit: 10 })).items;
-    expect(all.find((d) => d.streamSequence === 4)?.error).toMatch(/^superseded by rebuild to v2/);
-
-    fixedOnlyI3.fixed = true;
-    await q.replay(pending[0]!);
-    const i5 = incrementFor(5);
-    ledger.record(i5.subject, i5.id, i5.amount, 6);
-    expect(await counterChecksum(s.sql)).toEqual(ledger.expected());
-    expect(await s.deadLetters.countPending("counter")).toBe(0);
   });
 });

@@ -15,25 +15,31 @@ export type RedisWrite =
 
 /**
  * Applies a batch's writes and moves the checkpoint in one script, so Redis
- * runs them as one step. Mode "batch" applies only when the stored checkpoint
- * is below the batch's first sequence (a redelivered batch is a no-op), then
- * sets it to the last. Mode "once" (replay of a dead letter) applies only if
- * the guard key is absent, then sets it.
+ * runs them as one step. The projection's metadata hash must name the
+ * batch's version in the given field ("version" live, "rebuild_version" for
+ * a rebuild), so nothing is written to a retired version. Mode "batch"
+ * applies only when the checkpoint field is below the batch's first sequence
+ * (a redelivered batch is a no-op), then sets it to the last. Mode "once"
+ * (replay of a dead letter) applies only if the guard key is absent, then
+ * sets it.
  *
  * Redis does not roll a script back when a command fails halfway, so a first
  * pass checks every write against the keys' types and integer values (as the
  * batch's earlier writes leave them) and refuses the whole batch before
  * anything is written.
  *
- * KEYS: [checkpoint or guard, ...one key per write]
- * ARGV: [mode, first, last, then per write: op, argument count, arguments...]
+ * KEYS: [metadata hash, guard (mode "once"; the hash again otherwise), ...one key per write]
+ * ARGV: [mode, first, last, version field, version, checkpoint field,
+ *        then per write: op, argument count, arguments...]
+ * Returns 1 when applied, 0 when already applied, -1 when the version is not current.
  */
 const APPLY_SCRIPT = `
 local mode = ARGV[1]
+if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[5] then return -1 end
 if mode == 'batch' then
-  local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+  local stored = tonumber(redis.call('HGET', KEYS[1], ARGV[6]) or '0')
   if stored >= tonumber(ARGV[2]) then return 0 end
-elseif redis.call('EXISTS', KEYS[1]) == 1 then
+elseif redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
 
@@ -59,8 +65,8 @@ local function integer(v)
   return (not v) or string.match(v, '^%-?%d+$') ~= nil
 end
 
-local a = 4
-for i = 2, #KEYS do
+local a = 7
+for i = 3, #KEYS do
   local k, op, n = KEYS[i], ARGV[a], tonumber(ARGV[a + 1])
   local s = state(k)
   if op == 'del' then
@@ -92,16 +98,16 @@ for i = 2, #KEYS do
   a = a + 2 + n
 end
 
-a = 4
-for i = 2, #KEYS do
+a = 7
+for i = 3, #KEYS do
   local n = tonumber(ARGV[a + 1])
   redis.call(ARGV[a], KEYS[i], unpack(ARGV, a + 2, a + 1 + n))
   a = a + 2 + n
 end
 if mode == 'batch' then
-  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[1], ARGV[6], ARGV[3])
 else
-  redis.call('SET', KEYS[1], '1')
+  redis.call('SET', KEYS[2], '1')
 end
 return 1
 `;
@@ -156,8 +162,15 @@ function integerArg(by: number | bigint): string {
 }
 
 export interface ApplyWritesOptions {
-  /** Full key of the checkpoint (mode "batch") or of the replay guard (mode "once"). */
-  markerKey: string;
+  /** Full key of the projection's metadata hash (version and checkpoint fields). */
+  metaKey: string;
+  /** The hash field that must hold `version`: "version" (live) or "rebuild_version". */
+  versionField: string;
+  version: number;
+  /** Mode "batch": the hash field holding the checkpoint the batch moves. */
+  checkpointField: string;
+  /** Mode "once": full key of the replay guard. */
+  guardKey?: string;
   mode: "batch" | "once";
   /** First and last stream sequence of the batch (mode "batch"). */
   first: number;
@@ -168,17 +181,28 @@ export interface ApplyWritesOptions {
 }
 
 /**
- * Runs the apply script. True when the writes were applied; false when the
- * batch was already applied (checkpoint at or past its first sequence) or
- * the replay guard was already set.
+ * Runs the apply script: "applied"; "already" when the batch was already
+ * applied (checkpoint at or past its first sequence) or the replay guard was
+ * already set; "retired" when the metadata no longer names the version.
  */
-export async function applyRedisWrites(redis: Redis, o: ApplyWritesOptions): Promise<boolean> {
-  const keys = [o.markerKey, ...o.writes.map((w) => o.keyPrefix + w.key)];
-  const argv: string[] = [o.mode, String(o.first), String(o.last)];
+export async function applyRedisWrites(
+  redis: Redis,
+  o: ApplyWritesOptions,
+): Promise<"applied" | "already" | "retired"> {
+  if (o.mode === "once" && !o.guardKey) throw new Error("mode once needs a guard key");
+  const keys = [o.metaKey, o.guardKey ?? o.metaKey, ...o.writes.map((w) => o.keyPrefix + w.key)];
+  const argv: string[] = [
+    o.mode,
+    String(o.first),
+    String(o.last),
+    o.versionField,
+    String(o.version),
+    o.checkpointField,
+  ];
   for (const w of o.writes) {
     const a = args(w);
     argv.push(w.op, String(a.length), ...a);
   }
-  const applied = await command(redis)(keys.length, ...keys, ...argv);
-  return applied === 1;
+  const result = await command(redis)(keys.length, ...keys, ...argv);
+  return result === 1 ? "applied" : result === 0 ? "already" : "retired";
 }

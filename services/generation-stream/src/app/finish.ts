@@ -3,6 +3,7 @@ import type { GenerationRequested } from "@spool/proto/spool/generation/v1/event
 import { FailureReason, GenerationStatus, type Usage } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
 import { decideCancel, decideSettle, generationReducer, type Outcome } from "../domain/generation.js";
+import type { UserLimits } from "../limits/user-limits.js";
 import type { OutputLog, OutputPosition, TerminalEvent } from "./output-log.js";
 
 /*
@@ -86,6 +87,23 @@ export async function completeLifecycle(
       return events.length > 0 && cancelledBy ? [...decideCancel(state, cancelledBy), ...events] : events;
     },
   });
+}
+
+/**
+ * The one way a generation frees its owner's active-generation slot. Whoever
+ * finished it (its producer, a cancel while queued, the lease sweeper) calls
+ * this right after the lifecycle finish, so the user can start the next one
+ * at once; the slot releaser reactor calls it for every GenerationFinished,
+ * which covers external producers and a writer that died in between. A start
+ * whose request was never written gives its reservation back through it too.
+ * Idempotent: releasing twice is harmless.
+ */
+export async function releaseSlot(
+  limits: Pick<UserLimits, "release">,
+  ownerId: string,
+  generationId: string,
+): Promise<void> {
+  await limits.release(ownerId, generationId);
 }
 
 export function hasTerminal(at: OutputPosition): at is OutputPosition & { terminal: TerminalEvent } {

@@ -9,7 +9,11 @@ import {
   type Principal,
 } from "@spool/kit";
 import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
-import type { Message, Parameters } from "@spool/proto/spool/generation/v1/generation.js";
+import {
+  GenerationStatus,
+  type Message,
+  type Parameters,
+} from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
 import {
   decideCancel,
@@ -19,7 +23,7 @@ import {
   generationReducer,
 } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
-import { completeLifecycle, hasTerminal, settleThroughOutput } from "./finish.js";
+import { completeLifecycle, hasTerminal, releaseSlot, settleThroughOutput, terminalEvent } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 
 export interface StartInput {
@@ -146,7 +150,7 @@ export class Generations {
     try {
       return await this.#create(request, caller.subject);
     } catch (e) {
-      await this.#limits.release(caller.subject, generationId).catch(() => {});
+      await releaseSlot(this.#limits, caller.subject, generationId).catch(() => {});
       throw e;
     }
   }
@@ -220,10 +224,14 @@ export class Generations {
           { store: this.#store, output: this.#output },
           generationId,
           state.request,
-          () => ({ $case: "cancelled", value: { usage: { promptTokens: 0n, completionTokens: 0n } } }),
+          () =>
+            terminalEvent(GenerationStatus.GENERATION_STATUS_CANCELLED, {
+              promptTokens: 0n,
+              completionTokens: 0n,
+            }),
           { name: "cancel", actor: caller.subject, cancelledBy: caller.subject },
         );
-        await this.#limits.release(state.request.ownerId, generationId);
+        await releaseSlot(this.#limits, state.request.ownerId, generationId);
         return this.visible(caller, generationId);
       }
       let result: { state: Generation };

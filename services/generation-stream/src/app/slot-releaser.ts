@@ -2,6 +2,7 @@ import { type DeadLetterStore, type EventStore, type Logger, Reactor } from "@sp
 import { GenerationFinished, Subjects } from "../domain/events.js";
 import { generationReducer } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
+import { releaseSlot } from "./finish.js";
 
 /**
  * Frees a user's active-generation slot when the generation finishes,
@@ -28,7 +29,7 @@ export function slotReleaser(deps: {
       if (!finished) return;
       const id = finished.subject.split(".").at(-1) ?? "";
       const { state } = await deps.store.load(Subjects.generation(id), generationReducer);
-      if (state.kind !== "none") await deps.limits.release(state.request.ownerId, id);
+      if (state.kind !== "none") await releaseSlot(deps.limits, state.request.ownerId, id);
     },
   });
 }

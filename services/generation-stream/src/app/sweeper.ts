@@ -5,7 +5,7 @@ import { decideRequeue, generationReducer, leaseLapsed } from "../domain/generat
 import type { UserLimits } from "../limits/user-limits.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { type Clock, systemClock } from "./clock.js";
-import { settleThroughOutput, terminalEvent } from "./finish.js";
+import { releaseSlot, settleThroughOutput, terminalEvent } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 
 export type Settled = "requeued" | "finished" | undefined;
@@ -71,7 +71,7 @@ export class LeaseSweeper {
         const result = await this.settle(id);
         if (!result) continue;
         settled++;
-        if (result === "finished") await this.#o.limits.release(owner, id);
+        if (result === "finished") await releaseSlot(this.#o.limits, owner, id);
         this.#o.logger.warn({ generationId: id, result }, "expired lease settled");
       } catch (e) {
         // One generation's trouble (NATS away, a conflict storm) must not stop the others; next sweep retries.

@@ -15,6 +15,7 @@ import { generationReducer, StaleLeaseError } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import { type ModelProvider, type ModelRequest, ProviderError } from "../providers/types.js";
 import { watchCancel } from "./cancel-watch.js";
+import { releaseSlot } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 import { type LeasePolicy, ProducerSession } from "./producer.js";
 
@@ -230,7 +231,7 @@ export class GenerationWorker {
       await renewal;
       stopWatch();
       if (session.finished)
-        await this.#o.limits.release(request.ownerId, session.generationId).catch(() => {});
+        await releaseSlot(this.#o.limits, request.ownerId, session.generationId).catch(() => {});
     }
   }
 
