@@ -1,11 +1,11 @@
 import { ConcurrencyError } from "./errors.js";
-import type { AppendOptions, EventStore, Reducer } from "./event-store.js";
-import type { EventMetadata, NewEvent } from "./events.js";
+import type { AppendOptions, EventStore, Loaded, Reducer } from "./event-store.js";
+import type { EventMetadata, NewEvent, RecordedEvent } from "./events.js";
 
-export interface CommandOptions<S> extends EventMetadata {
+export interface CommandOptions<S, E = unknown> extends EventMetadata {
   /** Aggregate subject, relative (e.g. "auth.user.42"). */
   subject: string;
-  reducer: Reducer<S>;
+  reducer: Reducer<S, E>;
   /** Pure decision: the events the command produces given the current state (may be none). */
   decide: (state: S, version: number) => readonly NewEvent[];
   /** Attempts on a concurrency conflict before giving up with ConcurrencyError (default 10). */
@@ -27,9 +27,9 @@ export interface CommandResult<S> {
  * decide again, so concurrent commands on one aggregate serialise with no lost
  * update. Backs off with jitter between attempts.
  */
-export async function handleCommand<S>(
+export async function handleCommand<S, E>(
   store: EventStore,
-  options: CommandOptions<S>,
+  options: CommandOptions<S, E>,
 ): Promise<CommandResult<S>> {
   const maxAttempts = options.maxAttempts ?? 10;
   for (let attempt = 1; ; attempt++) {
@@ -66,16 +66,16 @@ export async function handleCommand<S>(
   }
 }
 
-function applyLocally<S>(
+function applyLocally<S, E>(
   store: EventStore,
-  options: CommandOptions<S>,
+  options: CommandOptions<S, E>,
   state: S,
   events: readonly NewEvent[],
   result: { sequence: number; stream: string },
 ): S {
   let next = state;
   events.forEach((e, index) => {
-    next = options.reducer.evolve(next, {
+    const recorded: RecordedEvent = {
       stream: result.stream,
       subject: options.subject,
       streamSequence: result.sequence,
@@ -88,12 +88,47 @@ function applyLocally<S>(
       correlationId: options.correlationId,
       causationId: options.causationId,
       actor: options.actor,
-    });
+    };
+    next = options.reducer.evolve(next, options.reducer.decode(recorded));
   });
   store.remember(options.subject, {
     state: next,
     version: result.sequence,
-    reducer: options.reducer as Reducer<unknown>,
+    reducer: options.reducer as Reducer<unknown, never>,
   });
   return next;
+}
+
+/** What a command on a bound aggregate takes besides its id and decision. */
+export type AggregateCommandOptions = Omit<CommandOptions<unknown>, "subject" | "reducer" | "decide">;
+
+/** An aggregate type bound to a store: its subject and reducer given once. */
+export interface Aggregate<S, I> {
+  subject(id: I): string;
+  load(id: I): Promise<Loaded<S>>;
+  /** handleCommand on the aggregate with this id. */
+  handle(
+    id: I,
+    decide: (state: S, version: number) => readonly NewEvent[],
+    options?: AggregateCommandOptions,
+  ): Promise<CommandResult<S>>;
+}
+
+/**
+ * Binds an aggregate's subject and reducer to a store, e.g.
+ * `const users = aggregate(store, { subject: Subjects.user, reducer: userReducer })`,
+ * then `users.handle(id, decide, { actor })` and `users.load(id)`.
+ * A singleton aggregate (one subject) binds `() => subject` and passes no id.
+ */
+export function aggregate<S, E, I = void>(
+  store: EventStore,
+  definition: { subject: (id: I) => string; reducer: Reducer<S, E> },
+): Aggregate<S, I> {
+  const { subject, reducer } = definition;
+  return {
+    subject,
+    load: (id) => store.load(subject(id), reducer),
+    handle: (id, decide, options = {}) =>
+      handleCommand(store, { ...options, subject: subject(id), reducer, decide }),
+  };
 }

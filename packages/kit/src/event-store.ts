@@ -88,10 +88,15 @@ export interface AppendResult {
   stream: string;
 }
 
-/** Folds an aggregate's events into its state. */
-export interface Reducer<S> {
+/**
+ * Folds an aggregate's events into its state. The store decodes each recorded
+ * event once (decode, usually an EventCodec's) and evolve folds the result,
+ * typically a switch over the codec's union.
+ */
+export interface Reducer<S, E = RecordedEvent> {
   initial(): S;
-  evolve(state: S, event: RecordedEvent): S;
+  evolve(state: S, event: E): S;
+  decode(event: RecordedEvent): E;
 }
 
 export interface Loaded<S> {
@@ -103,7 +108,7 @@ export interface Loaded<S> {
 interface CacheEntry {
   state: unknown;
   version: number;
-  reducer: Reducer<unknown>;
+  reducer: Reducer<unknown, never>;
 }
 
 export interface EventStoreOptions {
@@ -312,7 +317,7 @@ export class EventStore {
    * Loads an aggregate by replaying its subject. The state of recently used
    * aggregates is cached with its version, so a load replays only what is new.
    */
-  async load<S>(subject: string, reducer: Reducer<S>): Promise<Loaded<S>> {
+  async load<S, E>(subject: string, reducer: Reducer<S, E>): Promise<Loaded<S>> {
     const cached = this.#cache.get(subject);
     let state: S;
     let version: number;
@@ -324,10 +329,10 @@ export class EventStore {
       version = 0;
     }
     for await (const events of this.readSubject(subject, version)) {
-      for (const event of events) state = reducer.evolve(state, event);
+      for (const event of events) state = reducer.evolve(state, reducer.decode(event));
       version = events[0]?.streamSequence ?? version;
     }
-    this.remember(subject, { state, version, reducer: reducer as Reducer<unknown> });
+    this.remember(subject, { state, version, reducer: reducer as Reducer<unknown, never> });
     return { state, version };
   }
 

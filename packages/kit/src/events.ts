@@ -17,7 +17,8 @@ export const Headers = {
 /** Event-type header value of a message carrying several events. */
 export const BATCH_TYPE = "spool.kit.v1.EventBatch";
 
-interface ProtoMessageFns<T> {
+/** The encode/decode pair ts-proto generates for a message. */
+export interface ProtoMessageFns<T> {
   encode(message: T): { finish(): Uint8Array };
   decode(input: Uint8Array): T;
 }

@@ -3,6 +3,7 @@ export * from "./command.js";
 export * from "./config.js";
 export * from "./dead-letters.js";
 export * from "./errors.js";
+export * from "./event-codec.js";
 export * from "./event-store.js";
 export * from "./events.js";
 export * from "./grpc/index.js";

@@ -1,3 +1,4 @@
+export * from "./decider-spec.js";
 export * from "./grpc.js";
 export * from "./infra.js";
 export * from "./isolation.js";

@@ -7,31 +7,60 @@ import {
   UserDisabled,
   UserPasswordReset,
 } from "@spool/proto/spool/auth/v1/events.js";
+import { defineEvents, type EventOf, unreachable } from "../event-codec.js";
 import type { EventStore } from "../event-store.js";
 import { BATCH_TYPE, Headers } from "../events.js";
 import type { Logger } from "../logger.js";
 import type { RevocationChecker } from "./verifier.js";
 
-const SESSION_REVOKED = "spool.auth.v1.SessionRevoked";
+/** The AUTH events the feed follows (their type headers as auth writes them); others decode as unknown. */
+const RevocationEvents = defineEvents(
+  {
+    SessionRevoked,
+    UserDisabled,
+    UserDeleted,
+    UserPasswordReset,
+    ServiceAccountDisabled,
+    ServiceAccountDeleted,
+  },
+  { prefix: "spool.auth.v1." },
+);
+
+const SESSION_REVOKED = RevocationEvents.typeName("SessionRevoked");
 
 /**
  * Events that withdraw a subject (user or service account): every access
- * token of that subject issued up to the event is refused. Each maps the
- * payload to the subject (`sub`) it withdraws.
+ * token of that subject issued up to the event is refused. Maps each to the
+ * subject (`sub`) it withdraws; undefined for any other event.
  */
-const SUBJECT_REVOCATIONS: ReadonlyMap<string, (data: Uint8Array) => string> = new Map([
-  ["spool.auth.v1.UserDisabled", (d: Uint8Array) => UserDisabled.decode(d).userId],
-  ["spool.auth.v1.UserDeleted", (d: Uint8Array) => UserDeleted.decode(d).userId],
-  ["spool.auth.v1.UserPasswordReset", (d: Uint8Array) => UserPasswordReset.decode(d).userId],
-  [
-    "spool.auth.v1.ServiceAccountDisabled",
-    (d: Uint8Array) => ServiceAccountDisabled.decode(d).serviceAccountId,
-  ],
-  [
-    "spool.auth.v1.ServiceAccountDeleted",
-    (d: Uint8Array) => ServiceAccountDeleted.decode(d).serviceAccountId,
-  ],
-]);
+function withdrawnSubject(event: EventOf<typeof RevocationEvents>): string | undefined {
+  switch (event.type) {
+    case "UserDisabled":
+    case "UserDeleted":
+    case "UserPasswordReset":
+      return event.data.userId;
+    case "ServiceAccountDisabled":
+    case "ServiceAccountDeleted":
+      return event.data.serviceAccountId;
+    case "SessionRevoked":
+    case "unknown":
+      return undefined;
+    default:
+      return unreachable(event);
+  }
+}
+
+const SUBJECT_REVOCATIONS: ReadonlySet<string> = new Set(
+  (
+    [
+      "UserDisabled",
+      "UserDeleted",
+      "UserPasswordReset",
+      "ServiceAccountDisabled",
+      "ServiceAccountDeleted",
+    ] as const
+  ).map((t) => RevocationEvents.typeName(t)),
+);
 
 /** The longest access-token lifetime auth can issue (its TTL settings are capped at 1 h). */
 export const MAX_ACCESS_TOKEN_LIFETIME_MS = 3_600_000;
@@ -151,9 +180,9 @@ export class RevocationSet implements RevocationChecker {
     const type = m.headers?.get(Headers.EventType);
     // A revocation may travel alone or in a command's batch (reuse detection writes two events).
     if (type !== SESSION_REVOKED && type !== BATCH_TYPE) return;
-    for (const event of this.#o.store.decode(stream, m)) {
-      if (event.type !== SESSION_REVOKED) continue;
-      const e = SessionRevoked.decode(event.data);
+    for (const event of this.#o.store.decode(stream, m).map(RevocationEvents.decode)) {
+      if (event.type !== "SessionRevoked") continue;
+      const e = event.data;
       this.#revoked.set(e.sessionId, Number(e.absoluteExpiresAtMs) || Number.MAX_SAFE_INTEGER);
     }
   }
@@ -163,12 +192,10 @@ export class RevocationSet implements RevocationChecker {
     if (type !== BATCH_TYPE && !SUBJECT_REVOCATIONS.has(type)) return;
     // The later of the writer's clock and the stream's: a token issued before the event was stored is covered.
     const storedMs = m.time.getTime();
-    for (const event of this.#o.store.decode(stream, m)) {
-      const subjectOf = SUBJECT_REVOCATIONS.get(event.type);
-      if (!subjectOf) continue;
-      const subject = subjectOf(event.data);
+    for (const event of this.#o.store.decode(stream, m).map(RevocationEvents.decode)) {
+      const subject = withdrawnSubject(event);
       if (!subject) continue;
-      const at = Math.max(event.time.getTime(), storedMs);
+      const at = Math.max(event.meta.time.getTime(), storedMs);
       if (at > (this.#notBefore.get(subject) ?? 0)) this.#notBefore.set(subject, at);
     }
   }

@@ -30,11 +30,40 @@ export interface ProjectionDefinition<T extends string = string> extends Project
   applyBatch?(tx: TransactionSql, events: readonly RecordedEvent[], context: ApplyContext<T>): Promise<void>;
 }
 
-/** Identity, for type inference of the table names. */
+/**
+ * A projection over a codec's typed events: the kit decodes each recorded event
+ * once (events.decode, e.g. an EventCodec) and apply / applyBatch get the
+ * decoded union, to `switch` over.
+ */
+export interface TypedProjectionDefinition<T extends string, E>
+  extends Omit<ProjectionDefinition<T>, "apply" | "applyBatch"> {
+  events: { decode(event: RecordedEvent): E };
+  apply?(tx: TransactionSql, event: E, context: ApplyContext<T>): Promise<void>;
+  applyBatch?(tx: TransactionSql, events: readonly E[], context: ApplyContext<T>): Promise<void>;
+}
+
+/**
+ * Identity for a projection over raw recorded events (type inference of the
+ * table names); with `events`, wraps apply / applyBatch to decode once.
+ */
+export function defineProjection<T extends string, E>(
+  definition: TypedProjectionDefinition<T, E>,
+): ProjectionDefinition<T>;
 export function defineProjection<T extends string>(
   definition: ProjectionDefinition<T>,
+): ProjectionDefinition<T>;
+export function defineProjection<T extends string, E>(
+  definition: ProjectionDefinition<T> | TypedProjectionDefinition<T, E>,
 ): ProjectionDefinition<T> {
-  return definition;
+  if (!("events" in definition)) return definition;
+  const { events: codec, apply, applyBatch, ...rest } = definition;
+  return {
+    ...rest,
+    ...(apply ? { apply: (tx, event, context) => apply(tx, codec.decode(event), context) } : {}),
+    ...(applyBatch
+      ? { applyBatch: (tx, events, context) => applyBatch(tx, events.map(codec.decode), context) }
+      : {}),
+  };
 }
 
 const NAME = /^[a-z][a-z0-9_]{0,49}$/;

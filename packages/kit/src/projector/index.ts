@@ -3,6 +3,7 @@ export {
   defineProjection,
   type ProjectionDefinition,
   type TableNames,
+  type TypedProjectionDefinition,
   tableNames,
 } from "./definition.js";
 export { FencedError, HaltedError } from "./errors.js";

@@ -1,14 +1,15 @@
 import { createHmac, randomUUID } from "node:crypto";
 import {
   AlreadyExistsError,
+  aggregate,
   ConcurrencyError,
   type EventStore,
   FailedPreconditionError,
-  handleCommand,
   type NewEvent,
   NotFoundError,
   PermissionDeniedError,
   type Principal,
+  type Reducer,
 } from "@spool/kit";
 import { EmailClaimed, OrganizationSlugClaimed, SignupPolicyChanged, Subjects } from "../domain/events.js";
 import {
@@ -18,7 +19,7 @@ import {
   emailProblem,
   normaliseEmail,
   type Organization,
-  organizationReducer,
+  OrganizationAggregate,
   signupPolicyReducer,
   slugClaimReducer,
   slugProblem,
@@ -34,8 +35,8 @@ import {
   decideSetRoles,
   type ExistingUser,
   type User,
+  UserAggregate,
   userIdProblem,
-  userReducer,
 } from "../domain/user.js";
 import { hashPassword } from "./passwords.js";
 import { Violations } from "./validation.js";
@@ -63,12 +64,18 @@ export class Accounts {
   readonly #store: EventStore;
   readonly #emailKey: Buffer;
   readonly #clock: WithdrawalClock | undefined;
+  readonly #users;
+  readonly #organizations;
+  readonly #signup;
 
   /** `clock`: this process's revocation set, so a withdrawal returns once it refuses the user's tokens here. */
   constructor(store: EventStore, emailKey: Buffer, clock?: WithdrawalClock) {
     this.#store = store;
     this.#emailKey = emailKey;
     this.#clock = clock;
+    this.#users = aggregate(store, UserAggregate);
+    this.#organizations = aggregate(store, OrganizationAggregate);
+    this.#signup = aggregate(store, { subject: Subjects.signup, reducer: signupPolicyReducer });
   }
 
   /** Subject token for an email: keyed hash, so subjects do not list addresses. */
@@ -102,7 +109,7 @@ export class Accounts {
 
   async #loadState(userId: string): Promise<User> {
     if (userIdProblem(userId)) return { kind: "none" };
-    return (await this.#store.load(Subjects.user(userId), userReducer)).state;
+    return (await this.#users.load(userId)).state;
   }
 
   /** A user (active or disabled) of the caller's organisation; any other, or a deleted one, is NOT_FOUND. */
@@ -115,7 +122,7 @@ export class Accounts {
   }
 
   async loadOrganization(orgId: string): Promise<Organization> {
-    return (await this.#store.load(Subjects.org(orgId), organizationReducer)).state;
+    return (await this.#organizations.load(orgId)).state;
   }
 
   validateNewUser(input: NewUserInput, v = new Violations(), prefix = ""): RoleName[] {
@@ -149,11 +156,9 @@ export class Accounts {
     const existing = await this.#loadState(userId);
     if (existing.kind !== "none") return { user: existing, created: false };
     const passwordHash = await hashPassword(input.password);
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.user(userId),
-      reducer: userReducer,
-      ...(options.actor ? { actor: options.actor } : {}),
-      decide: (state) =>
+    const result = await this.#users.handle(
+      userId,
+      (state) =>
         decideCreateUser(state, {
           userId,
           orgId,
@@ -164,7 +169,8 @@ export class Accounts {
           createdVia: options.createdVia,
           operator: options.operator ?? false,
         }),
-    });
+      options.actor ? { actor: options.actor } : {},
+    );
     if (result.state.kind === "none") throw new Error("user creation did not converge");
     return { user: result.state, created: result.events.length > 0 };
   }
@@ -178,12 +184,11 @@ export class Accounts {
     const orgId = await this.#claim(Subjects.slug(slug), slugClaimReducer, randomUUID(), (id) =>
       OrganizationSlugClaimed.create({ slug, orgId: id }),
     );
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.org(orgId),
-      reducer: organizationReducer,
-      ...(actor ? { actor } : {}),
-      decide: (state) => decideCreateOrganization(state, { orgId, name, slug }),
-    });
+    const result = await this.#organizations.handle(
+      orgId,
+      (state) => decideCreateOrganization(state, { orgId, name, slug }),
+      actor ? { actor } : {},
+    );
     return { orgId, created: result.events.length > 0 };
   }
 
@@ -219,11 +224,8 @@ export class Accounts {
     if ((grantsOwner || removesOwner) && !caller.roles.includes("owner")) {
       throw new PermissionDeniedError("only an owner grants or removes the owner role");
     }
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.user(userId),
-      reducer: userReducer,
+    const result = await this.#users.handle(userId, (state) => decideSetRoles(state, roles), {
       actor: caller.subject,
-      decide: (state) => decideSetRoles(state, roles),
     });
     if (result.state.kind !== "active" && result.state.kind !== "disabled")
       throw new NotFoundError("user not found");
@@ -294,11 +296,9 @@ export class Accounts {
     decide: (state: User) => readonly NewEvent[],
   ): Promise<{ state: User; changed: boolean }> {
     if (userIdProblem(userId)) throw new NotFoundError("user not found");
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.user(userId),
-      reducer: userReducer,
-      actor: caller.subject,
-      decide: (state) => {
+    const result = await this.#users.handle(
+      userId,
+      (state) => {
         const visible =
           state.kind === "active" ||
           state.kind === "disabled" ||
@@ -313,36 +313,36 @@ export class Accounts {
         }
         return decide(state);
       },
-    });
+      { actor: caller.subject },
+    );
     return { state: result.state, changed: result.events.length > 0 };
   }
 
   async signupOpen(): Promise<boolean> {
-    return (await this.#store.load(Subjects.signup(), signupPolicyReducer)).state.open;
+    return (await this.#signup.load()).state.open;
   }
 
   async setSignupPolicy(open: boolean, changedBy: string): Promise<void> {
-    await handleCommand(this.#store, {
-      subject: Subjects.signup(),
-      reducer: signupPolicyReducer,
-      actor: changedBy,
-      decide: (state) => (state.open === open ? [] : [SignupPolicyChanged.create({ open, changedBy })]),
-    });
+    await this.#signup.handle(
+      undefined,
+      (state) => (state.open === open ? [] : [SignupPolicyChanged.create({ open, changedBy })]),
+      { actor: changedBy },
+    );
   }
 
   /**
    * Appends a claim if the subject has none; returns the owner id either way.
    * Expected sequence 0 makes the first claim win atomically.
    */
-  async #claim(
+  async #claim<E>(
     subject: string,
-    reducer: typeof emailClaimReducer,
+    reducer: Reducer<Claim, E>,
     proposedOwner: string,
     event: (ownerId: string) => ReturnType<typeof EmailClaimed.create>,
   ): Promise<string> {
     for (let attempt = 0; attempt < 3; attempt++) {
       const { state } = await this.#store.load(subject, reducer);
-      if ((state as Claim).kind === "claimed") return (state as Extract<Claim, { kind: "claimed" }>).ownerId;
+      if (state.kind === "claimed") return state.ownerId;
       try {
         await this.#store.append(subject, [event(proposedOwner)], { expectedSequence: 0 });
         return proposedOwner;

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
 import {
+  aggregate,
   type EventStore,
-  handleCommand,
   isKnownScope,
   isPlatformScope,
   type NewEvent,
@@ -19,11 +19,12 @@ import {
   decideEnable,
   decideRotate,
   type ServiceAccount,
+  ServiceAccountAggregate,
+  ServiceAccountEvents,
   scopeProblem,
   serviceAccountIdProblem,
-  serviceAccountReducer,
 } from "../domain/service-account.js";
-import { userReducer } from "../domain/user.js";
+import { UserAggregate } from "../domain/user.js";
 import type { AccessTokenIssuer } from "./tokens.js";
 import { Violations } from "./validation.js";
 import { awaitIssuable, awaitWithdrawalSeen, type WithdrawalClock } from "./withdrawals.js";
@@ -65,6 +66,7 @@ export class ServiceAccounts {
   readonly #tokens: AccessTokenIssuer;
   readonly #ttlSeconds: number;
   readonly #clock: WithdrawalClock | undefined;
+  readonly #accounts;
 
   /** `clock`: this process's revocation set (exact not-befores; withdrawals return once it has them). */
   constructor(store: EventStore, tokens: AccessTokenIssuer, ttlSeconds: number, clock?: WithdrawalClock) {
@@ -72,6 +74,7 @@ export class ServiceAccounts {
     this.#tokens = tokens;
     this.#ttlSeconds = ttlSeconds;
     this.#clock = clock;
+    this.#accounts = aggregate(store, ServiceAccountAggregate);
   }
 
   async create(caller: Principal, name: string, scopes: string[]) {
@@ -111,7 +114,7 @@ export class ServiceAccounts {
   /** An account as the log has it now, in any state ("none" for an id that is not one). */
   async load(serviceAccountId: string): Promise<ServiceAccount> {
     if (serviceAccountIdProblem(serviceAccountId)) return { kind: "none" };
-    return (await this.#store.load(Subjects.serviceAccount(serviceAccountId), serviceAccountReducer)).state;
+    return (await this.#accounts.load(serviceAccountId)).state;
   }
 
   /** Client-credentials exchange; every failure is the same UNAUTHENTICATED answer. */
@@ -124,7 +127,7 @@ export class ServiceAccounts {
     ) {
       throw refuse();
     }
-    const { state } = await this.#store.load(Subjects.serviceAccount(clientId), serviceAccountReducer);
+    const { state } = await this.#accounts.load(clientId);
     const presented = secretHash(clientSecret);
     // Both comparisons always run, so timing does not tell which secret (if any) matched.
     const active = state.kind === "active";
@@ -155,7 +158,7 @@ export class ServiceAccounts {
     );
     // A disable or delete landing while this token was signed: if the account is unchanged now, a later
     // withdrawal is stored after the token's iat, so its not-before refuses the token; otherwise it never leaves.
-    const { state: after } = await this.#store.load(Subjects.serviceAccount(clientId), serviceAccountReducer);
+    const { state: after } = await this.#accounts.load(clientId);
     if (after.kind !== "active" || after.notBeforeMs !== state.notBeforeMs) throw refuse();
     return { accessToken: token.token, expiresIn: token.expiresIn, scopes };
   }
@@ -220,16 +223,15 @@ export class ServiceAccounts {
   ): Promise<{ state: KnownAccount; changed: boolean }> {
     const notFound = () => new NotFoundError("service account not found");
     if (serviceAccountIdProblem(serviceAccountId)) throw notFound();
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.serviceAccount(serviceAccountId),
-      reducer: serviceAccountReducer,
-      actor: caller.subject,
-      decide: (state) => {
+    const result = await this.#accounts.handle(
+      serviceAccountId,
+      (state) => {
         if (state.kind === "none" || state.orgId !== caller.orgId) throw notFound();
         if (state.kind === "deleted" && !deletedIsFound) throw notFound();
         return decide(state);
       },
-    });
+      { actor: caller.subject },
+    );
     if (result.state.kind === "none") throw notFound();
     return { state: result.state, changed: result.events.length > 0 };
   }
@@ -244,11 +246,11 @@ export class ServiceAccounts {
     if (!scopes.some(isPlatformScope)) return scopes;
     const { state: createdBy } = await this.#store.load(Subjects.serviceAccount(serviceAccountId), {
       initial: () => "",
-      evolve: (acc: string, e) =>
-        ServiceAccountCreated.is(e) ? ServiceAccountCreated.decode(e.data).createdBy : acc,
+      decode: ServiceAccountEvents.decode,
+      evolve: (acc: string, e) => (e.type === "ServiceAccountCreated" ? e.data.createdBy : acc),
     });
     const creator = /^[A-Za-z0-9_-]{1,64}$/.test(createdBy)
-      ? (await this.#store.load(Subjects.user(createdBy), userReducer)).state
+      ? (await aggregate(this.#store, UserAggregate).load(createdBy)).state
       : undefined;
     const byOperator = creator !== undefined && creator.kind !== "none" && creator.operator;
     return scopes.filter((s) => !isPlatformScope(s) || (byOperator && s !== OPERATOR_SCOPE));

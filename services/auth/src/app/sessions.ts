@@ -1,8 +1,8 @@
 import { createHmac, randomUUID } from "node:crypto";
 import {
+  aggregate,
   type EventStore,
   FailedPreconditionError,
-  handleCommand,
   NotFoundError,
   type Principal,
   UnauthenticatedError,
@@ -23,14 +23,8 @@ import {
   newRefreshSecret,
   parseRefreshToken,
 } from "../domain/refresh-token.js";
-import {
-  decideRefresh,
-  decideRevoke,
-  type RefreshDecision,
-  type Session,
-  sessionReducer,
-} from "../domain/session.js";
-import { userReducer } from "../domain/user.js";
+import { decideRefresh, decideRevoke, type RefreshDecision, SessionAggregate } from "../domain/session.js";
+import { UserAggregate } from "../domain/user.js";
 import type { Accounts, ActiveUser } from "./accounts.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
 import { type LoginThrottle, ThrottledError } from "./throttle.js";
@@ -67,6 +61,8 @@ const INVALID_LOGIN = "invalid email or password";
 
 export class Sessions {
   readonly #store: EventStore;
+  readonly #sessions;
+  readonly #users;
   readonly #accounts: Accounts;
   readonly #tokens: AccessTokenIssuer;
   readonly #throttle: LoginThrottle;
@@ -88,6 +84,8 @@ export class Sessions {
   }) {
     this.#withdrawals = deps.withdrawals;
     this.#store = deps.store;
+    this.#sessions = aggregate(deps.store, SessionAggregate);
+    this.#users = aggregate(deps.store, UserAggregate);
     this.#accounts = deps.accounts;
     this.#tokens = deps.tokens;
     this.#throttle = deps.throttle;
@@ -229,11 +227,9 @@ export class Sessions {
     const presented = parseRefreshToken(refreshToken);
     if (!presented) throw new UnauthenticatedError("invalid refresh token");
     let decision: RefreshDecision | undefined;
-    await handleCommand<Session>(this.#store, {
-      subject: Subjects.session(presented.sessionId),
-      reducer: sessionReducer,
-      maxAttempts: 20,
-      decide: (state) => {
+    await this.#sessions.handle(
+      presented.sessionId,
+      (state) => {
         decision = decideRefresh(
           state,
           presented,
@@ -247,7 +243,8 @@ export class Sessions {
         );
         return decision.events;
       },
-    });
+      { maxAttempts: 20 },
+    );
     if (!decision) throw new UnauthenticatedError("invalid refresh token");
     if (decision.outcome === "reused")
       throw new UnauthenticatedError("refresh token reuse detected; session revoked");
@@ -270,11 +267,8 @@ export class Sessions {
   }
 
   async revoke(sessionId: string, reason: string, revokedBy: string): Promise<boolean> {
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.session(sessionId),
-      reducer: sessionReducer,
+    const result = await this.#sessions.handle(sessionId, (state) => decideRevoke(state, reason, revokedBy), {
       actor: revokedBy,
-      decide: (state) => decideRevoke(state, reason, revokedBy),
     });
     return result.events.length > 0;
   }
@@ -287,7 +281,7 @@ export class Sessions {
   /** An admin revokes a session of their organisation; others' sessions are NOT_FOUND. */
   async revokeInOrg(caller: Principal, sessionId: string): Promise<void> {
     if (!/^[A-Za-z0-9_-]{1,64}$/.test(sessionId)) throw new NotFoundError("session not found");
-    const { state } = await this.#store.load(Subjects.session(sessionId), sessionReducer);
+    const { state } = await this.#sessions.load(sessionId);
     if (state.kind === "none" || state.orgId !== caller.orgId) throw new NotFoundError("session not found");
     await this.revoke(sessionId, "admin", caller.subject);
   }
@@ -328,11 +322,9 @@ export class Sessions {
     }
     await this.#throttle.succeed(user.email, client.ip);
     const passwordHash = await hashPassword(next);
-    await handleCommand(this.#store, {
-      subject: Subjects.user(user.userId),
-      reducer: userReducer,
-      actor: caller.subject,
-      decide: (state) =>
+    await this.#users.handle(
+      user.userId,
+      (state) =>
         state.kind === "active"
           ? [
               PasswordChanged.create({
@@ -342,7 +334,8 @@ export class Sessions {
               }),
             ]
           : [],
-    });
+      { actor: caller.subject },
+    );
     return this.revokeAllOfUser(user.userId, "password_changed", caller.subject, caller.sessionId);
   }
 

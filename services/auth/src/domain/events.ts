@@ -1,38 +1,72 @@
 // The AUTH stream's event types (proto/spool/auth/v1/events.proto).
 
-import { eventType } from "@spool/kit";
+import { defineEvents } from "@spool/kit";
 import * as pb from "@spool/proto/spool/auth/v1/events.js";
 
-const t = <T>(name: string, fns: Parameters<typeof eventType<T>>[1]) =>
-  eventType<T>(`spool.auth.v1.${name}`, fns);
+/** Every event of the AUTH stream; the type header is "spool.auth.v1." + the short name. */
+export const AuthEvents = defineEvents(
+  {
+    OrganizationCreated: pb.OrganizationCreated,
+    OrganizationSlugClaimed: pb.OrganizationSlugClaimed,
+    EmailClaimed: pb.EmailClaimed,
+    UserCreated: pb.UserCreated,
+    UserRolesChanged: pb.UserRolesChanged,
+    PasswordChanged: pb.PasswordChanged,
+    UserDisabled: pb.UserDisabled,
+    UserEnabled: pb.UserEnabled,
+    UserDeleted: pb.UserDeleted,
+    UserPasswordReset: pb.UserPasswordReset,
+    SessionStarted: pb.SessionStarted,
+    RefreshTokenRotated: pb.RefreshTokenRotated,
+    RefreshTokenReused: pb.RefreshTokenReused,
+    SessionRevoked: pb.SessionRevoked,
+    ServiceAccountCreated: pb.ServiceAccountCreated,
+    ServiceAccountDisabled: pb.ServiceAccountDisabled,
+    ServiceAccountEnabled: pb.ServiceAccountEnabled,
+    ServiceAccountDeleted: pb.ServiceAccountDeleted,
+    ServiceAccountSecretRotated: pb.ServiceAccountSecretRotated,
+    SigningKeyCreated: pb.SigningKeyCreated,
+    SigningKeyActivated: pb.SigningKeyActivated,
+    SigningKeyRetired: pb.SigningKeyRetired,
+    LoginSucceeded: pb.LoginSucceeded,
+    LoginFailed: pb.LoginFailed,
+    LoginLockedOut: pb.LoginLockedOut,
+    OAuthStateConsumed: pb.OAuthStateConsumed,
+    SignupPolicyChanged: pb.SignupPolicyChanged,
+  },
+  { prefix: "spool.auth.v1." },
+);
 
-export const OrganizationCreated = t("OrganizationCreated", pb.OrganizationCreated);
-export const OrganizationSlugClaimed = t("OrganizationSlugClaimed", pb.OrganizationSlugClaimed);
-export const EmailClaimed = t("EmailClaimed", pb.EmailClaimed);
-export const UserCreated = t("UserCreated", pb.UserCreated);
-export const UserRolesChanged = t("UserRolesChanged", pb.UserRolesChanged);
-export const PasswordChanged = t("PasswordChanged", pb.PasswordChanged);
-export const UserDisabled = t("UserDisabled", pb.UserDisabled);
-export const UserEnabled = t("UserEnabled", pb.UserEnabled);
-export const UserDeleted = t("UserDeleted", pb.UserDeleted);
-export const UserPasswordReset = t("UserPasswordReset", pb.UserPasswordReset);
-export const SessionStarted = t("SessionStarted", pb.SessionStarted);
-export const RefreshTokenRotated = t("RefreshTokenRotated", pb.RefreshTokenRotated);
-export const RefreshTokenReused = t("RefreshTokenReused", pb.RefreshTokenReused);
-export const SessionRevoked = t("SessionRevoked", pb.SessionRevoked);
-export const ServiceAccountCreated = t("ServiceAccountCreated", pb.ServiceAccountCreated);
-export const ServiceAccountDisabled = t("ServiceAccountDisabled", pb.ServiceAccountDisabled);
-export const ServiceAccountEnabled = t("ServiceAccountEnabled", pb.ServiceAccountEnabled);
-export const ServiceAccountDeleted = t("ServiceAccountDeleted", pb.ServiceAccountDeleted);
-export const ServiceAccountSecretRotated = t("ServiceAccountSecretRotated", pb.ServiceAccountSecretRotated);
-export const SigningKeyCreated = t("SigningKeyCreated", pb.SigningKeyCreated);
-export const SigningKeyActivated = t("SigningKeyActivated", pb.SigningKeyActivated);
-export const SigningKeyRetired = t("SigningKeyRetired", pb.SigningKeyRetired);
-export const LoginSucceeded = t("LoginSucceeded", pb.LoginSucceeded);
-export const LoginFailed = t("LoginFailed", pb.LoginFailed);
-export const LoginLockedOut = t("LoginLockedOut", pb.LoginLockedOut);
-export const OAuthStateConsumed = t("OAuthStateConsumed", pb.OAuthStateConsumed);
-export const SignupPolicyChanged = t("SignupPolicyChanged", pb.SignupPolicyChanged);
+// One codec per type, to create events (and for code outside the domain that looks at one type).
+export const {
+  OrganizationCreated,
+  OrganizationSlugClaimed,
+  EmailClaimed,
+  UserCreated,
+  UserRolesChanged,
+  PasswordChanged,
+  UserDisabled,
+  UserEnabled,
+  UserDeleted,
+  UserPasswordReset,
+  SessionStarted,
+  RefreshTokenRotated,
+  RefreshTokenReused,
+  SessionRevoked,
+  ServiceAccountCreated,
+  ServiceAccountDisabled,
+  ServiceAccountEnabled,
+  ServiceAccountDeleted,
+  ServiceAccountSecretRotated,
+  SigningKeyCreated,
+  SigningKeyActivated,
+  SigningKeyRetired,
+  LoginSucceeded,
+  LoginFailed,
+  LoginLockedOut,
+  OAuthStateConsumed,
+  SignupPolicyChanged,
+} = AuthEvents.types;
 
 /** Subjects of the AUTH stream, one per aggregate. Ids are validated before they get here. */
 export const Subjects = {

@@ -1,5 +1,8 @@
-import type { Reducer } from "@spool/kit";
-import { SigningKeyActivated, SigningKeyCreated, SigningKeyRetired } from "./events.js";
+import { type EventOf, type Reducer, unreachable } from "@spool/kit";
+import { AuthEvents } from "./events.js";
+
+/** The events of the key ring's subject. */
+export const KeyRingEvents = AuthEvents.pick("SigningKeyCreated", "SigningKeyActivated", "SigningKeyRetired");
 
 export interface SigningKey {
   kid: string;
@@ -19,37 +22,43 @@ export interface KeyRing {
   currentKid: string | undefined;
 }
 
-export const keyRingReducer: Reducer<KeyRing> = {
+export const keyRingReducer: Reducer<KeyRing, EventOf<typeof KeyRingEvents>> = {
   initial: () => ({ keys: [], currentKid: undefined }),
+  decode: KeyRingEvents.decode,
   evolve: (state, event) => {
-    if (SigningKeyCreated.is(event)) {
-      const e = SigningKeyCreated.decode(event.data);
-      const key: SigningKey = {
-        kid: e.kid,
-        alg: e.alg,
-        publicJwk: e.publicJwk,
-        sealedPrivateKey: Buffer.from(e.sealedPrivateKey),
-        masterKeyId: e.masterKeyId,
-        createdAtMs: Number(e.createdAtMs),
-        retireAfterMs: undefined,
-        retired: false,
-      };
-      return { ...state, keys: [...state.keys, key] };
+    switch (event.type) {
+      case "SigningKeyCreated": {
+        const e = event.data;
+        const key: SigningKey = {
+          kid: e.kid,
+          alg: e.alg,
+          publicJwk: e.publicJwk,
+          sealedPrivateKey: Buffer.from(e.sealedPrivateKey),
+          masterKeyId: e.masterKeyId,
+          createdAtMs: Number(e.createdAtMs),
+          retireAfterMs: undefined,
+          retired: false,
+        };
+        return { ...state, keys: [...state.keys, key] };
+      }
+      case "SigningKeyActivated": {
+        const e = event.data;
+        return {
+          currentKid: e.kid,
+          keys: state.keys.map((k) =>
+            k.kid === e.previousKid ? { ...k, retireAfterMs: Number(e.previousRetireAfterMs) } : k,
+          ),
+        };
+      }
+      case "SigningKeyRetired": {
+        const { kid } = event.data;
+        return { ...state, keys: state.keys.map((k) => (k.kid === kid ? { ...k, retired: true } : k)) };
+      }
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
     }
-    if (SigningKeyActivated.is(event)) {
-      const e = SigningKeyActivated.decode(event.data);
-      return {
-        currentKid: e.kid,
-        keys: state.keys.map((k) =>
-          k.kid === e.previousKid ? { ...k, retireAfterMs: Number(e.previousRetireAfterMs) } : k,
-        ),
-      };
-    }
-    if (SigningKeyRetired.is(event)) {
-      const { kid } = SigningKeyRetired.decode(event.data);
-      return { ...state, keys: state.keys.map((k) => (k.kid === kid ? { ...k, retired: true } : k)) };
-    }
-    return state;
   },
 };
 

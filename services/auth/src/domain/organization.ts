@@ -1,18 +1,31 @@
-import type { NewEvent, Reducer } from "@spool/kit";
-import { EmailClaimed, OrganizationCreated, OrganizationSlugClaimed, SignupPolicyChanged } from "./events.js";
+import { type EventOf, type NewEvent, type Reducer, unreachable } from "@spool/kit";
+import { AuthEvents, OrganizationCreated, Subjects } from "./events.js";
+
+const OrganizationEvents = AuthEvents.pick("OrganizationCreated");
+const SlugEvents = AuthEvents.pick("OrganizationSlugClaimed");
+const EmailEvents = AuthEvents.pick("EmailClaimed");
+const SignupEvents = AuthEvents.pick("SignupPolicyChanged");
 
 export type Organization = { kind: "none" } | { kind: "active"; orgId: string; name: string; slug: string };
 
-export const organizationReducer: Reducer<Organization> = {
+export const organizationReducer: Reducer<Organization, EventOf<typeof OrganizationEvents>> = {
   initial: () => ({ kind: "none" }),
+  decode: OrganizationEvents.decode,
   evolve: (state, event) => {
-    if (OrganizationCreated.is(event)) {
-      const e = OrganizationCreated.decode(event.data);
-      return { kind: "active", orgId: e.orgId, name: e.name, slug: e.slug };
+    switch (event.type) {
+      case "OrganizationCreated": {
+        const e = event.data;
+        return { kind: "active", orgId: e.orgId, name: e.name, slug: e.slug };
+      }
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
     }
-    return state;
   },
 };
+
+export const OrganizationAggregate = { subject: Subjects.org, reducer: organizationReducer };
 
 export function decideCreateOrganization(
   state: Organization,
@@ -27,26 +40,49 @@ export function decideCreateOrganization(
  */
 export type Claim = { kind: "none" } | { kind: "claimed"; ownerId: string };
 
-export const slugClaimReducer: Reducer<Claim> = {
+export const slugClaimReducer: Reducer<Claim, EventOf<typeof SlugEvents>> = {
   initial: () => ({ kind: "none" }),
-  evolve: (state, event) =>
-    OrganizationSlugClaimed.is(event) && state.kind === "none"
-      ? { kind: "claimed", ownerId: OrganizationSlugClaimed.decode(event.data).orgId }
-      : state,
+  decode: SlugEvents.decode,
+  evolve: (state, event) => {
+    switch (event.type) {
+      case "OrganizationSlugClaimed":
+        return state.kind === "none" ? { kind: "claimed", ownerId: event.data.orgId } : state;
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
+    }
+  },
 };
 
-export const emailClaimReducer: Reducer<Claim> = {
+export const emailClaimReducer: Reducer<Claim, EventOf<typeof EmailEvents>> = {
   initial: () => ({ kind: "none" }),
-  evolve: (state, event) =>
-    EmailClaimed.is(event) && state.kind === "none"
-      ? { kind: "claimed", ownerId: EmailClaimed.decode(event.data).userId }
-      : state,
+  decode: EmailEvents.decode,
+  evolve: (state, event) => {
+    switch (event.type) {
+      case "EmailClaimed":
+        return state.kind === "none" ? { kind: "claimed", ownerId: event.data.userId } : state;
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
+    }
+  },
 };
 
-export const signupPolicyReducer: Reducer<{ open: boolean }> = {
+export const signupPolicyReducer: Reducer<{ open: boolean }, EventOf<typeof SignupEvents>> = {
   initial: () => ({ open: false }),
-  evolve: (state, event) =>
-    SignupPolicyChanged.is(event) ? { open: SignupPolicyChanged.decode(event.data).open } : state,
+  decode: SignupEvents.decode,
+  evolve: (state, event) => {
+    switch (event.type) {
+      case "SignupPolicyChanged":
+        return { open: event.data.open };
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
+    }
+  },
 };
 
 /** 3-40 of a-z, 0-9 and '-', not starting or ending with '-'. */

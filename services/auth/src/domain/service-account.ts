@@ -1,10 +1,11 @@
-import type { NewEvent, Reducer } from "@spool/kit";
+import { type EventOf, type NewEvent, type Reducer, unreachable } from "@spool/kit";
 import {
-  ServiceAccountCreated,
+  AuthEvents,
   ServiceAccountDeleted,
   ServiceAccountDisabled,
   ServiceAccountEnabled,
   ServiceAccountSecretRotated,
+  Subjects,
 } from "./events.js";
 
 export interface ServiceAccountData {
@@ -27,11 +28,21 @@ export type ServiceAccount =
 /** The most a rotation lets the previous secret keep exchanging: 7 days. */
 export const MAX_SECRET_OVERLAP_SECONDS = 7 * 86_400;
 
-export const serviceAccountReducer: Reducer<ServiceAccount> = {
+/** The events of a service account's subject. */
+export const ServiceAccountEvents = AuthEvents.pick(
+  "ServiceAccountCreated",
+  "ServiceAccountDisabled",
+  "ServiceAccountEnabled",
+  "ServiceAccountDeleted",
+  "ServiceAccountSecretRotated",
+);
+
+export const serviceAccountReducer: Reducer<ServiceAccount, EventOf<typeof ServiceAccountEvents>> = {
   initial: () => ({ kind: "none" }),
+  decode: ServiceAccountEvents.decode,
   evolve: (state, event) => {
-    if (ServiceAccountCreated.is(event)) {
-      const e = ServiceAccountCreated.decode(event.data);
+    if (event.type === "ServiceAccountCreated") {
+      const e = event.data;
       return {
         kind: "active",
         serviceAccountId: e.serviceAccountId,
@@ -44,22 +55,32 @@ export const serviceAccountReducer: Reducer<ServiceAccount> = {
       };
     }
     if (state.kind === "none" || state.kind === "deleted") return state;
-    const at = event.time.getTime();
-    if (ServiceAccountDisabled.is(event)) return { ...state, kind: "disabled", notBeforeMs: at };
-    if (ServiceAccountEnabled.is(event)) return { ...state, kind: "active" };
-    if (ServiceAccountDeleted.is(event)) return { ...state, kind: "deleted", notBeforeMs: at };
-    if (ServiceAccountSecretRotated.is(event)) {
-      const e = ServiceAccountSecretRotated.decode(event.data);
-      const until = Number(e.previousValidUntilMs);
-      return {
-        ...state,
-        secretHash: e.secretHash,
-        previousSecret: until > 0 ? { hash: state.secretHash, validUntilMs: until } : undefined,
-      };
+    const at = event.meta.time.getTime();
+    switch (event.type) {
+      case "ServiceAccountDisabled":
+        return { ...state, kind: "disabled", notBeforeMs: at };
+      case "ServiceAccountEnabled":
+        return { ...state, kind: "active" };
+      case "ServiceAccountDeleted":
+        return { ...state, kind: "deleted", notBeforeMs: at };
+      case "ServiceAccountSecretRotated": {
+        const e = event.data;
+        const until = Number(e.previousValidUntilMs);
+        return {
+          ...state,
+          secretHash: e.secretHash,
+          previousSecret: until > 0 ? { hash: state.secretHash, validUntilMs: until } : undefined,
+        };
+      }
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
     }
-    return state;
   },
 };
+
+export const ServiceAccountAggregate = { subject: Subjects.serviceAccount, reducer: serviceAccountReducer };
 
 /** Scopes: 1-64 of a-z, 0-9 and ':', '.', '_', '-' (e.g. "gen:produce"). */
 export function scopeProblem(scope: string): string | undefined {

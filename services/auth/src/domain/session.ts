@@ -1,5 +1,5 @@
-import type { NewEvent, RecordedEvent, Reducer } from "@spool/kit";
-import { RefreshTokenReused, RefreshTokenRotated, SessionRevoked, SessionStarted } from "./events.js";
+import { type EventOf, type NewEvent, type Reducer, unreachable } from "@spool/kit";
+import { AuthEvents, RefreshTokenReused, RefreshTokenRotated, SessionRevoked, Subjects } from "./events.js";
 import {
   hashRefreshToken,
   isFamilyMember,
@@ -26,14 +26,26 @@ export interface SessionData {
   revokedReason: string | undefined;
 }
 
-export const sessionReducer: Reducer<Session> = {
+/** The events of a session's subject. */
+export const SessionEvents = AuthEvents.pick(
+  "SessionStarted",
+  "RefreshTokenRotated",
+  "RefreshTokenReused",
+  "SessionRevoked",
+);
+export type SessionEvent = EventOf<typeof SessionEvents>;
+
+export const sessionReducer: Reducer<Session, SessionEvent> = {
   initial: () => ({ kind: "none" }),
+  decode: SessionEvents.decode,
   evolve: (state, event) => evolveSession(state, event),
 };
 
-export function evolveSession(state: Session, event: RecordedEvent): Session {
-  if (SessionStarted.is(event)) {
-    const e = SessionStarted.decode(event.data);
+export const SessionAggregate = { subject: Subjects.session, reducer: sessionReducer };
+
+export function evolveSession(state: Session, event: SessionEvent): Session {
+  if (event.type === "SessionStarted") {
+    const e = event.data;
     return {
       kind: "active",
       sessionId: e.sessionId,
@@ -42,28 +54,33 @@ export function evolveSession(state: Session, event: RecordedEvent): Session {
       roles: e.roles,
       generation: 0,
       tokenHash: e.refreshTokenHash,
-      issuedAtMs: event.time.getTime(),
+      issuedAtMs: event.meta.time.getTime(),
       idleExpiresAtMs: Number(e.idleExpiresAtMs),
       absoluteExpiresAtMs: Number(e.absoluteExpiresAtMs),
       revokedReason: undefined,
     };
   }
   if (state.kind === "none") return state;
-  if (RefreshTokenRotated.is(event)) {
-    const e = RefreshTokenRotated.decode(event.data);
-    return {
-      ...state,
-      generation: e.generation,
-      tokenHash: e.tokenHash,
-      issuedAtMs: event.time.getTime(),
-      idleExpiresAtMs: Number(e.idleExpiresAtMs),
-    };
+  switch (event.type) {
+    case "RefreshTokenRotated": {
+      const e = event.data;
+      return {
+        ...state,
+        generation: e.generation,
+        tokenHash: e.tokenHash,
+        issuedAtMs: event.meta.time.getTime(),
+        idleExpiresAtMs: Number(e.idleExpiresAtMs),
+      };
+    }
+    case "SessionRevoked":
+      return { ...state, kind: "revoked", revokedReason: event.data.reason };
+    // Recorded alongside the revocation that follows it; changes nothing by itself.
+    case "RefreshTokenReused":
+    case "unknown":
+      return state;
+    default:
+      return unreachable(event);
   }
-  if (SessionRevoked.is(event)) {
-    const e = SessionRevoked.decode(event.data);
-    return { ...state, kind: "revoked", revokedReason: e.reason };
-  }
-  return state;
 }
 
 export interface RefreshPolicy {

@@ -1,6 +1,7 @@
-import type { NewEvent, RecordedEvent, Reducer } from "@spool/kit";
+import { type EventOf, type NewEvent, type Reducer, unreachable } from "@spool/kit";
 import {
-  PasswordChanged,
+  AuthEvents,
+  Subjects,
   UserCreated,
   UserDeleted,
   UserDisabled,
@@ -8,6 +9,18 @@ import {
   UserPasswordReset,
   UserRolesChanged,
 } from "./events.js";
+
+/** The events of a user subject; any other type there decodes as unknown and is ignored. */
+export const UserEvents = AuthEvents.pick(
+  "UserCreated",
+  "UserRolesChanged",
+  "PasswordChanged",
+  "UserPasswordReset",
+  "UserDisabled",
+  "UserEnabled",
+  "UserDeleted",
+);
+export type UserEvent = EventOf<typeof UserEvents>;
 
 export interface UserData {
   userId: string;
@@ -35,11 +48,12 @@ export type User =
 
 export type ExistingUser = Exclude<User, { kind: "none" | "deleted" }>;
 
-export const userReducer: Reducer<User> = {
+export const userReducer: Reducer<User, UserEvent> = {
   initial: () => ({ kind: "none" }),
-  evolve: (state: User, event: RecordedEvent): User => {
-    if (UserCreated.is(event)) {
-      const e = UserCreated.decode(event.data);
+  decode: UserEvents.decode,
+  evolve: (state, event) => {
+    if (event.type === "UserCreated") {
+      const e = event.data;
       return {
         kind: "active",
         userId: e.userId,
@@ -49,23 +63,35 @@ export const userReducer: Reducer<User> = {
         roles: e.roles,
         passwordHash: e.passwordHash,
         operator: e.operator,
-        createdAtMs: event.time.getTime(),
+        createdAtMs: event.meta.time.getTime(),
         notBeforeMs: 0,
       };
     }
     if (state.kind === "none" || state.kind === "deleted") return state;
-    const at = event.time.getTime();
-    if (UserRolesChanged.is(event)) return { ...state, roles: UserRolesChanged.decode(event.data).roles };
-    if (PasswordChanged.is(event))
-      return { ...state, passwordHash: PasswordChanged.decode(event.data).passwordHash };
-    if (UserPasswordReset.is(event))
-      return { ...state, passwordHash: UserPasswordReset.decode(event.data).passwordHash, notBeforeMs: at };
-    if (UserDisabled.is(event)) return { ...state, kind: "disabled", notBeforeMs: at };
-    if (UserEnabled.is(event)) return { ...state, kind: "active" };
-    if (UserDeleted.is(event)) return { ...state, kind: "deleted", notBeforeMs: at };
-    return state;
+    const at = event.meta.time.getTime();
+    switch (event.type) {
+      case "UserRolesChanged":
+        return { ...state, roles: event.data.roles };
+      case "PasswordChanged":
+        return { ...state, passwordHash: event.data.passwordHash };
+      case "UserPasswordReset":
+        return { ...state, passwordHash: event.data.passwordHash, notBeforeMs: at };
+      case "UserDisabled":
+        return { ...state, kind: "disabled", notBeforeMs: at };
+      case "UserEnabled":
+        return { ...state, kind: "active" };
+      case "UserDeleted":
+        return { ...state, kind: "deleted", notBeforeMs: at };
+      case "unknown":
+        return state;
+      default:
+        return unreachable(event);
+    }
   },
 };
+
+/** A user aggregate: its subject and reducer, for aggregate(store, UserAggregate). */
+export const UserAggregate = { subject: Subjects.user, reducer: userReducer };
 
 export interface NewUser {
   userId: string;

@@ -1,23 +1,27 @@
-import type { RecordedEvent, Sql } from "@spool/kit";
-import { defineProjection, storableJson, storableText } from "@spool/kit";
-import {
-  LoginFailed,
-  LoginLockedOut,
-  LoginSucceeded,
-  RefreshTokenReused,
-  ServiceAccountDeleted,
-  ServiceAccountDisabled,
-  ServiceAccountEnabled,
-  ServiceAccountSecretRotated,
-  SessionRevoked,
-  SigningKeyActivated,
-  UserCreated,
-  UserDeleted,
-  UserDisabled,
-  UserEnabled,
-  UserPasswordReset,
-  UserRolesChanged,
-} from "../domain/events.js";
+import type { EventOf, Sql } from "@spool/kit";
+import { defineProjection, storableJson, storableText, unreachable } from "@spool/kit";
+import { AuthEvents } from "../domain/events.js";
+
+/** The audited types, and UserCreated (to place failed logins); every other type decodes as unknown. */
+const AuditEvents = AuthEvents.pick(
+  "UserCreated",
+  "LoginSucceeded",
+  "LoginFailed",
+  "LoginLockedOut",
+  "RefreshTokenReused",
+  "SessionRevoked",
+  "UserRolesChanged",
+  "UserDisabled",
+  "UserEnabled",
+  "UserDeleted",
+  "UserPasswordReset",
+  "ServiceAccountDisabled",
+  "ServiceAccountEnabled",
+  "ServiceAccountDeleted",
+  "ServiceAccountSecretRotated",
+  "SigningKeyActivated",
+);
+type AuditEvent = EventOf<typeof AuditEvents>;
 
 interface AuditRow {
   userId: string;
@@ -27,113 +31,118 @@ interface AuditRow {
 }
 
 /** The audited event types and what each records (never secrets, hashes or tokens). */
-function auditRow(event: RecordedEvent): AuditRow | undefined {
-  if (LoginSucceeded.is(event)) {
-    const e = LoginSucceeded.decode(event.data);
-    return { userId: e.userId, orgId: e.orgId, ip: e.ip, details: { sessionId: e.sessionId } };
+function auditRow(event: Exclude<AuditEvent, { type: "UserCreated" }>): AuditRow | undefined {
+  switch (event.type) {
+    case "LoginSucceeded": {
+      const e = event.data;
+      return { userId: e.userId, orgId: e.orgId, ip: e.ip, details: { sessionId: e.sessionId } };
+    }
+    case "LoginFailed": {
+      const e = event.data;
+      return { userId: e.userId, orgId: "", ip: e.ip, details: { account: e.account, reason: e.reason } };
+    }
+    case "LoginLockedOut": {
+      const e = event.data;
+      return {
+        userId: "",
+        orgId: "",
+        ip: e.ip,
+        details: { account: e.account, scope: e.scope, blockedUntilMs: Number(e.blockedUntilMs) },
+      };
+    }
+    case "RefreshTokenReused": {
+      const e = event.data;
+      return {
+        userId: e.userId,
+        orgId: "",
+        ip: e.ip,
+        details: { sessionId: e.sessionId, reusedGeneration: e.reusedGeneration },
+      };
+    }
+    case "SessionRevoked": {
+      const e = event.data;
+      return {
+        userId: e.userId,
+        orgId: e.orgId,
+        ip: "",
+        details: { sessionId: e.sessionId, reason: e.reason, revokedBy: e.revokedBy },
+      };
+    }
+    case "UserRolesChanged": {
+      const e = event.data;
+      return {
+        userId: e.userId,
+        orgId: e.orgId,
+        ip: "",
+        details: { previousRoles: e.previousRoles, roles: e.roles },
+      };
+    }
+    // Withdrawals: who did it is the event's actor; the password hash is never recorded.
+    case "UserDisabled": {
+      const e = event.data;
+      return { userId: e.userId, orgId: e.orgId, ip: "", details: { disabledBy: e.disabledBy } };
+    }
+    case "UserEnabled": {
+      const e = event.data;
+      return { userId: e.userId, orgId: e.orgId, ip: "", details: { enabledBy: e.enabledBy } };
+    }
+    case "UserDeleted": {
+      const e = event.data;
+      return { userId: e.userId, orgId: e.orgId, ip: "", details: { deletedBy: e.deletedBy } };
+    }
+    case "UserPasswordReset": {
+      const e = event.data;
+      return { userId: e.userId, orgId: e.orgId, ip: "", details: { resetBy: e.resetBy } };
+    }
+    case "ServiceAccountDisabled": {
+      const e = event.data;
+      return {
+        userId: "",
+        orgId: e.orgId,
+        ip: "",
+        details: { serviceAccountId: e.serviceAccountId, disabledBy: e.disabledBy },
+      };
+    }
+    case "ServiceAccountEnabled": {
+      const e = event.data;
+      return {
+        userId: "",
+        orgId: e.orgId,
+        ip: "",
+        details: { serviceAccountId: e.serviceAccountId, enabledBy: e.enabledBy },
+      };
+    }
+    case "ServiceAccountDeleted": {
+      const e = event.data;
+      return {
+        userId: "",
+        orgId: e.orgId,
+        ip: "",
+        details: { serviceAccountId: e.serviceAccountId, deletedBy: e.deletedBy },
+      };
+    }
+    case "ServiceAccountSecretRotated": {
+      const e = event.data;
+      return {
+        userId: "",
+        orgId: e.orgId,
+        ip: "",
+        details: {
+          serviceAccountId: e.serviceAccountId,
+          rotatedBy: e.rotatedBy,
+          previousValidUntilMs: Number(e.previousValidUntilMs),
+        },
+      };
+    }
+    case "SigningKeyActivated": {
+      const e = event.data;
+      return { userId: "", orgId: "", ip: "", details: { kid: e.kid, previousKid: e.previousKid } };
+    }
+    case "unknown":
+      return undefined;
+    default:
+      return unreachable(event);
   }
-  if (LoginFailed.is(event)) {
-    const e = LoginFailed.decode(event.data);
-    return { userId: e.userId, orgId: "", ip: e.ip, details: { account: e.account, reason: e.reason } };
-  }
-  if (LoginLockedOut.is(event)) {
-    const e = LoginLockedOut.decode(event.data);
-    return {
-      userId: "",
-      orgId: "",
-      ip: e.ip,
-      details: { account: e.account, scope: e.scope, blockedUntilMs: Number(e.blockedUntilMs) },
-    };
-  }
-  if (RefreshTokenReused.is(event)) {
-    const e = RefreshTokenReused.decode(event.data);
-    return {
-      userId: e.userId,
-      orgId: "",
-      ip: e.ip,
-      details: { sessionId: e.sessionId, reusedGeneration: e.reusedGeneration },
-    };
-  }
-  if (SessionRevoked.is(event)) {
-    const e = SessionRevoked.decode(event.data);
-    return {
-      userId: e.userId,
-      orgId: e.orgId,
-      ip: "",
-      details: { sessionId: e.sessionId, reason: e.reason, revokedBy: e.revokedBy },
-    };
-  }
-  if (UserRolesChanged.is(event)) {
-    const e = UserRolesChanged.decode(event.data);
-    return {
-      userId: e.userId,
-      orgId: e.orgId,
-      ip: "",
-      details: { previousRoles: e.previousRoles, roles: e.roles },
-    };
-  }
-  // Withdrawals: who did it is the event's actor; the password hash is never recorded.
-  if (UserDisabled.is(event)) {
-    const e = UserDisabled.decode(event.data);
-    return { userId: e.userId, orgId: e.orgId, ip: "", details: { disabledBy: e.disabledBy } };
-  }
-  if (UserEnabled.is(event)) {
-    const e = UserEnabled.decode(event.data);
-    return { userId: e.userId, orgId: e.orgId, ip: "", details: { enabledBy: e.enabledBy } };
-  }
-  if (UserDeleted.is(event)) {
-    const e = UserDeleted.decode(event.data);
-    return { userId: e.userId, orgId: e.orgId, ip: "", details: { deletedBy: e.deletedBy } };
-  }
-  if (UserPasswordReset.is(event)) {
-    const e = UserPasswordReset.decode(event.data);
-    return { userId: e.userId, orgId: e.orgId, ip: "", details: { resetBy: e.resetBy } };
-  }
-  if (ServiceAccountDisabled.is(event)) {
-    const e = ServiceAccountDisabled.decode(event.data);
-    return {
-      userId: "",
-      orgId: e.orgId,
-      ip: "",
-      details: { serviceAccountId: e.serviceAccountId, disabledBy: e.disabledBy },
-    };
-  }
-  if (ServiceAccountEnabled.is(event)) {
-    const e = ServiceAccountEnabled.decode(event.data);
-    return {
-      userId: "",
-      orgId: e.orgId,
-      ip: "",
-      details: { serviceAccountId: e.serviceAccountId, enabledBy: e.enabledBy },
-    };
-  }
-  if (ServiceAccountDeleted.is(event)) {
-    const e = ServiceAccountDeleted.decode(event.data);
-    return {
-      userId: "",
-      orgId: e.orgId,
-      ip: "",
-      details: { serviceAccountId: e.serviceAccountId, deletedBy: e.deletedBy },
-    };
-  }
-  if (ServiceAccountSecretRotated.is(event)) {
-    const e = ServiceAccountSecretRotated.decode(event.data);
-    return {
-      userId: "",
-      orgId: e.orgId,
-      ip: "",
-      details: {
-        serviceAccountId: e.serviceAccountId,
-        rotatedBy: e.rotatedBy,
-        previousValidUntilMs: Number(e.previousValidUntilMs),
-      },
-    };
-  }
-  if (SigningKeyActivated.is(event)) {
-    const e = SigningKeyActivated.decode(event.data);
-    return { userId: "", orgId: "", ip: "", details: { kid: e.kid, previousKid: e.previousKid } };
-  }
-  return undefined;
 }
 
 /**
@@ -166,9 +175,10 @@ export const auditProjection = defineProjection({
     await tx.unsafe(`CREATE TABLE ${t.auth_audit_users} (
       user_id text PRIMARY KEY, org_id text NOT NULL, email text NOT NULL UNIQUE)`);
   },
+  events: AuditEvents,
   apply: async (tx, event, { tables }) => {
-    if (UserCreated.is(event)) {
-      const e = UserCreated.decode(event.data);
+    if (event.type === "UserCreated") {
+      const e = event.data;
       await tx.unsafe(`INSERT INTO ${tables.auth_audit_users} VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, [
         storableText(e.userId),
         storableText(e.orgId),
@@ -179,7 +189,9 @@ export const auditProjection = defineProjection({
     // Every event the command side accepted must apply: text PostgreSQL
     // cannot hold (NUL, in events older than the edge's check) is replaced.
     const found = auditRow(event);
-    if (!found) return;
+    if (!found || event.type === "unknown") return;
+    // The type header as written (the table keeps full names, e.g. "spool.auth.v1.LoginFailed").
+    const type = AuditEvents.typeName(event.type);
     const row = storableJson(found);
     let { orgId, userId } = row;
     if (!orgId) {
@@ -195,14 +207,14 @@ export const auditProjection = defineProjection({
       `INSERT INTO ${tables.auth_audit} (seq, idx, event_id, type, time, org_id, user_id, actor, ip, details)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING`,
       [
-        event.streamSequence,
-        event.index,
-        storableText(event.eventId),
-        storableText(event.type),
-        event.time,
+        event.meta.streamSequence,
+        event.meta.index,
+        storableText(event.meta.eventId),
+        storableText(type),
+        event.meta.time,
         orgId,
         userId,
-        storableText(event.actor ?? ""),
+        storableText(event.meta.actor ?? ""),
         row.ip,
         tx.json(row.details as never),
       ],

@@ -1,5 +1,7 @@
-import { defineProjection, type Sql } from "@spool/kit";
-import { SessionRevoked, SessionStarted } from "../domain/events.js";
+import { defineProjection, type Sql, unreachable } from "@spool/kit";
+import { AuthEvents } from "../domain/events.js";
+
+const SessionsEvents = AuthEvents.pick("SessionStarted", "SessionRevoked");
 
 /**
  * Sessions by user: which sessions are active (RevokeUserSessions and
@@ -22,22 +24,32 @@ export const sessionsProjection = defineProjection({
     )`);
     await tx.unsafe(`CREATE INDEX ON ${t.auth_sessions} (user_id) WHERE revoked_at IS NULL`);
   },
+  events: SessionsEvents,
   apply: async (tx, event, { tables }) => {
-    if (SessionStarted.is(event)) {
-      const e = SessionStarted.decode(event.data);
-      await tx.unsafe(
-        `INSERT INTO ${tables.auth_sessions} (session_id, user_id, org_id, started_at, absolute_expires_at)
+    switch (event.type) {
+      case "SessionStarted": {
+        const e = event.data;
+        await tx.unsafe(
+          `INSERT INTO ${tables.auth_sessions} (session_id, user_id, org_id, started_at, absolute_expires_at)
          VALUES ($1, $2, $3, $4, to_timestamp($5::double precision / 1000))
          ON CONFLICT (session_id) DO NOTHING`,
-        [e.sessionId, e.userId, e.orgId, event.time, Number(e.absoluteExpiresAtMs)],
-      );
-    } else if (SessionRevoked.is(event)) {
-      const e = SessionRevoked.decode(event.data);
-      await tx.unsafe(
-        `UPDATE ${tables.auth_sessions} SET revoked_at = $2, revoke_reason = $3
+          [e.sessionId, e.userId, e.orgId, event.meta.time, Number(e.absoluteExpiresAtMs)],
+        );
+        return;
+      }
+      case "SessionRevoked": {
+        const e = event.data;
+        await tx.unsafe(
+          `UPDATE ${tables.auth_sessions} SET revoked_at = $2, revoke_reason = $3
          WHERE session_id = $1 AND revoked_at IS NULL`,
-        [e.sessionId, event.time, e.reason],
-      );
+          [e.sessionId, event.meta.time, e.reason],
+        );
+        return;
+      }
+      case "unknown":
+        return;
+      default:
+        unreachable(event);
     }
   },
 });

@@ -1,7 +1,10 @@
 import type { ConsumerMessages } from "@nats-io/jetstream";
 import { DeliverPolicy } from "@nats-io/jetstream";
 import type { EventStore, Logger } from "@spool/kit";
-import { GenerationCancelRequested, Subjects } from "../domain/events.js";
+import { GenerationEvents, Subjects } from "../domain/events.js";
+
+/** Only the cancel request is decoded; the lifecycle's other events pass as unknown. */
+const CancelEvents = GenerationEvents.pick("GenerationCancelRequested");
 
 /**
  * Calls onCancel (once) when a cancel request lands on the generation's
@@ -26,9 +29,12 @@ export function watchCancel(
       messages = await consumer.consume({ max_messages: 16 });
       if (stopped) await messages.close();
       for await (const m of messages) {
-        const cancel = store.decode(m.info.stream, m).find((e) => GenerationCancelRequested.is(e));
-        if (cancel) {
-          onCancel(GenerationCancelRequested.decode(cancel.data).requestedBy);
+        const cancel = store
+          .decode(m.info.stream, m)
+          .map(CancelEvents.decode)
+          .find((e) => e.type === "GenerationCancelRequested");
+        if (cancel?.type === "GenerationCancelRequested") {
+          onCancel(cancel.data.requestedBy);
           break;
         }
       }

@@ -1,8 +1,8 @@
-import { ConcurrencyError, type EventStore, handleCommand } from "@spool/kit";
+import { aggregate, ConcurrencyError, type EventStore } from "@spool/kit";
 import type { GenerationRequested } from "@spool/proto/spool/generation/v1/events.js";
 import { FailureReason, GenerationStatus, type Usage } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
-import { decideCancel, decideSettle, generationReducer, type Outcome } from "../domain/generation.js";
+import { decideCancel, decideSettle, GenerationAggregate, type Outcome } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import type { OutputLog, OutputPosition, TerminalEvent } from "./output-log.js";
 
@@ -78,15 +78,14 @@ export async function completeLifecycle(
   cancelledBy?: string,
 ): Promise<void> {
   const outcome = outcomeOf(at);
-  await handleCommand(store, {
-    subject: Subjects.generation(generationId),
-    reducer: generationReducer,
-    actor,
-    decide: (state) => {
+  await aggregate(store, GenerationAggregate).handle(
+    generationId,
+    (state) => {
       const events = decideSettle(state, outcome);
       return events.length > 0 && cancelledBy ? [...decideCancel(state, cancelledBy), ...events] : events;
     },
-  });
+    { actor },
+  );
 }
 
 /**

@@ -1,9 +1,9 @@
 import { createHash } from "node:crypto";
 import {
+  aggregate,
   ConcurrencyError,
   type EventStore,
   FOLLOW_SCOPE,
-  handleCommand,
   InvalidArgumentError,
   NotFoundError,
   type Principal,
@@ -20,7 +20,7 @@ import {
   decideRequest,
   type Existing,
   type Generation,
-  generationReducer,
+  GenerationAggregate,
 } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import { completeLifecycle, hasTerminal, releaseSlot, settleThroughOutput, terminalEvent } from "./finish.js";
@@ -53,6 +53,7 @@ const ROLES = new Set(["system", "user", "assistant", "tool"]);
  */
 export class Generations {
   readonly #store: EventStore;
+  readonly #generations;
   readonly #output: OutputLog;
   readonly #limits: UserLimits;
   readonly #requestLimits: RequestLimits;
@@ -64,6 +65,7 @@ export class Generations {
     requestLimits: RequestLimits;
   }) {
     this.#store = deps.store;
+    this.#generations = aggregate(deps.store, GenerationAggregate);
     this.#output = deps.output;
     this.#limits = deps.limits;
     this.#requestLimits = deps.requestLimits;
@@ -162,12 +164,11 @@ export class Generations {
    * with it. Repeating this (after a crash between the two) completes it.
    */
   async #create(request: Requested, actor: string): Promise<{ generation: Existing; created: boolean }> {
-    const result = await handleCommand(this.#store, {
-      subject: Subjects.generation(request.generationId),
-      reducer: generationReducer,
-      actor,
-      decide: (state) => decideRequest(state, request),
-    });
+    const result = await this.#generations.handle(
+      request.generationId,
+      (state) => decideRequest(state, request),
+      { actor },
+    );
     if (result.state.kind === "none") throw new Error("generation was not created");
     // From the request that won (a parallel start of the same id may have carried another).
     await this.#output.ensureCreated(request.generationId, result.state.request);
@@ -176,7 +177,7 @@ export class Generations {
 
   async load(generationId: string): Promise<Generation> {
     if (!ID.test(generationId)) return { kind: "none" };
-    return (await this.#store.load(Subjects.generation(generationId), generationReducer)).state;
+    return (await this.#generations.load(generationId)).state;
   }
 
   /**
@@ -218,7 +219,7 @@ export class Generations {
     await this.visible(caller, generationId);
     const subject = Subjects.generation(generationId);
     for (;;) {
-      const { state } = await this.#store.load(subject, generationReducer);
+      const { state } = await this.#generations.load(generationId);
       if (state.kind === "queued") {
         await settleThroughOutput(
           { store: this.#store, output: this.#output },
@@ -236,17 +237,15 @@ export class Generations {
       }
       let result: { state: Generation };
       try {
-        result = await handleCommand(this.#store, {
-          subject,
-          reducer: generationReducer,
-          actor: caller.subject,
-          maxAttempts: 1,
-          decide: (current) => {
+        result = await this.#generations.handle(
+          generationId,
+          (current) => {
             // Re-queued since we looked: a queued generation is ended through its output (above).
             if (current.kind === "queued") throw new ConcurrencyError(subject, -1);
             return decideCancel(current, caller.subject);
           },
-        });
+          { actor: caller.subject, maxAttempts: 1 },
+        );
       } catch (e) {
         if (e instanceof ConcurrencyError) continue;
         throw e;

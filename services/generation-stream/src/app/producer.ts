@@ -1,8 +1,8 @@
 import {
+  aggregate,
   ConcurrencyError,
   type EventStore,
   FailedPreconditionError,
-  handleCommand,
   isTransientNatsError,
   NotFoundError,
   UnavailableError,
@@ -13,13 +13,12 @@ import {
   type ToolCallRequested,
   type Usage,
 } from "@spool/proto/spool/generation/v1/generation.js";
-import { Subjects } from "../domain/events.js";
 import {
   assertCanProduce,
   decideGrantLease,
   decideRenew,
   type Existing,
-  generationReducer,
+  GenerationAggregate,
   type Outcome,
   type Producer,
   StaleLeaseError,
@@ -116,13 +115,11 @@ export class ProducerSession {
     const clock = deps.policy.clock ?? systemClock;
     // Measured before the grant is decided: the lease ends no earlier than this plus its length.
     const asked = clock.monoMs();
-    const result = await handleCommand(deps.store, {
-      subject: Subjects.generation(generationId),
-      reducer: generationReducer,
-      actor: producer.id,
-      maxAttempts: 1,
-      decide: (state) => decideGrantLease(state, producer, clock.wallMs(), deps.policy.leaseMs),
-    });
+    const result = await aggregate(deps.store, GenerationAggregate).handle(
+      generationId,
+      (state) => decideGrantLease(state, producer, clock.wallMs(), deps.policy.leaseMs),
+      { actor: producer.id, maxAttempts: 1 },
+    );
     const generation = result.state;
     if (generation.kind !== "running") throw new StaleLeaseError();
     const session = new ProducerSession(deps, generation, asked + deps.policy.leaseMs);
@@ -143,7 +140,7 @@ export class ProducerSession {
   ): Promise<ProducerSession> {
     checkId(generationId);
     const clock = deps.policy.clock ?? systemClock;
-    const { state } = await deps.store.load(Subjects.generation(generationId), generationReducer);
+    const { state } = await aggregate(deps.store, GenerationAggregate).load(generationId);
     assertCanProduce(producer, state);
     const left = state.leaseExpiresAtMs - clock.wallMs();
     if (state.kind !== "running" || state.epoch !== epoch || state.producer !== producer.id || left <= 0) {
@@ -285,12 +282,11 @@ export class ProducerSession {
   async renew(): Promise<number> {
     return this.#retrying(async () => {
       const asked = this.#clock.monoMs();
-      const r = await handleCommand(this.#store, {
-        subject: Subjects.generation(this.generationId),
-        reducer: generationReducer,
-        maxAttempts: 5,
-        decide: (state) => decideRenew(state, this.epoch, this.#clock.wallMs(), this.#policy.leaseMs),
-      });
+      const r = await aggregate(this.#store, GenerationAggregate).handle(
+        this.generationId,
+        (state) => decideRenew(state, this.epoch, this.#clock.wallMs(), this.#policy.leaseMs),
+        { maxAttempts: 5 },
+      );
       this.#deadline = asked + this.#policy.leaseMs;
       return r.state.kind === "none" ? 0 : r.state.leaseExpiresAtMs;
     }, 0);

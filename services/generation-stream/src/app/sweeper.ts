@@ -1,7 +1,6 @@
-import { type EventStore, handleCommand, type Logger } from "@spool/kit";
+import { aggregate, type EventStore, type Logger } from "@spool/kit";
 import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
-import { Subjects } from "../domain/events.js";
-import { decideRequeue, generationReducer, leaseLapsed } from "../domain/generation.js";
+import { decideRequeue, GenerationAggregate, leaseLapsed } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { type Clock, systemClock } from "./clock.js";
@@ -87,8 +86,8 @@ export class LeaseSweeper {
    */
   async settle(generationId: string, nowMs = this.#o.clock.wallMs()): Promise<Settled> {
     const { store, output } = this.#o;
-    const subject = Subjects.generation(generationId);
-    const { state } = await store.load(subject, generationReducer);
+    const generations = aggregate(store, GenerationAggregate);
+    const { state } = await generations.load(generationId);
     if (state.kind !== "running" || !leaseLapsed(state, state.epoch, nowMs, this.#o.graceMs))
       return undefined;
     const epoch = state.epoch;
@@ -96,12 +95,11 @@ export class LeaseSweeper {
     // A newer producer started since the lifecycle was read: nothing lapsed.
     if (at.epoch > epoch) return undefined;
     if (!at.terminal && !at.producedOutput && !state.cancelRequested) {
-      const r = await handleCommand(store, {
-        subject,
-        reducer: generationReducer,
-        actor: "lease-sweeper",
-        decide: (current) => decideRequeue(current, epoch, nowMs, this.#o.graceMs),
-      });
+      const r = await generations.handle(
+        generationId,
+        (current) => decideRequeue(current, epoch, nowMs, this.#o.graceMs),
+        { actor: "lease-sweeper" },
+      );
       // Should an in-flight append of the lapsed producer land after this, the next claim fails it (producer.ts).
       return r.events.length > 0 ? "requeued" : undefined;
     }

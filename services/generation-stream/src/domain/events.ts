@@ -1,20 +1,32 @@
 // Event types of the GEN stream (lifecycle, kept for good) and the output
 // event carried on GEN_OUTPUT (what followers see).
-import { eventType } from "@spool/kit";
+import { defineEvents, eventType } from "@spool/kit";
 import * as ev from "@spool/proto/spool/generation/v1/events.js";
 import { GenerationEvent } from "@spool/proto/spool/generation/v1/generation.js";
 
-const t = <T>(name: string, fns: Parameters<typeof eventType<T>>[1]) =>
-  eventType<T>(`spool.generation.v1.${name}`, fns);
+/** The lifecycle events of the GEN stream; the type header is "spool.generation.v1." + the short name. */
+export const GenerationEvents = defineEvents(
+  {
+    GenerationRequested: ev.GenerationRequested,
+    GenerationLeaseGranted: ev.GenerationLeaseGranted,
+    GenerationLeaseRenewed: ev.GenerationLeaseRenewed,
+    GenerationRequeued: ev.GenerationRequeued,
+    GenerationCancelRequested: ev.GenerationCancelRequested,
+    GenerationFinished: ev.GenerationFinished,
+  },
+  { prefix: "spool.generation.v1." },
+);
 
-export const GenerationRequested = t("GenerationRequested", ev.GenerationRequested);
-export const GenerationLeaseGranted = t("GenerationLeaseGranted", ev.GenerationLeaseGranted);
-export const GenerationLeaseRenewed = t("GenerationLeaseRenewed", ev.GenerationLeaseRenewed);
-export const GenerationRequeued = t("GenerationRequeued", ev.GenerationRequeued);
-export const GenerationCancelRequested = t("GenerationCancelRequested", ev.GenerationCancelRequested);
-export const GenerationFinished = t("GenerationFinished", ev.GenerationFinished);
+export const {
+  GenerationRequested,
+  GenerationLeaseGranted,
+  GenerationLeaseRenewed,
+  GenerationRequeued,
+  GenerationCancelRequested,
+  GenerationFinished,
+} = GenerationEvents.types;
 /** The one message type of the output subjects. */
-export const OutputEvent = t("GenerationEvent", GenerationEvent);
+export const OutputEvent = eventType("spool.generation.v1.GenerationEvent", GenerationEvent);
 
 export const Subjects = {
   generation: (id: string) => `gen.generation.${id}`,

@@ -1,9 +1,10 @@
 import {
+  type EventOf,
   FailedPreconditionError,
   type NewEvent,
   NotFoundError,
-  type RecordedEvent,
   type Reducer,
+  unreachable,
 } from "@spool/kit";
 import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
 import {
@@ -14,11 +15,13 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import {
   GenerationCancelRequested,
+  GenerationEvents,
   GenerationFinished,
   GenerationLeaseGranted,
   GenerationLeaseRenewed,
   GenerationRequested,
   GenerationRequeued,
+  Subjects,
 } from "./events.js";
 
 export interface Outcome {
@@ -52,18 +55,24 @@ export type Generation =
 
 export type Existing = Exclude<Generation, { kind: "none" }>;
 
-export const generationReducer: Reducer<Generation> = {
+export type GenerationEvent = EventOf<typeof GenerationEvents>;
+
+export const generationReducer: Reducer<Generation, GenerationEvent> = {
   initial: () => ({ kind: "none" }),
+  decode: GenerationEvents.decode,
   evolve: (state, event) => evolveGeneration(state, event),
 };
 
-export function evolveGeneration(state: Generation, event: RecordedEvent): Generation {
-  if (GenerationRequested.is(event)) {
+/** A generation's lifecycle aggregate: its subject and reducer, for aggregate(store, GenerationAggregate). */
+export const GenerationAggregate = { subject: Subjects.generation, reducer: generationReducer };
+
+export function evolveGeneration(state: Generation, event: GenerationEvent): Generation {
+  if (event.type === "GenerationRequested") {
     if (state.kind !== "none") return state;
     return {
       kind: "queued",
-      request: GenerationRequested.decode(event.data),
-      createdAtMs: event.time.getTime(),
+      request: event.data,
+      createdAtMs: event.meta.time.getTime(),
       epoch: 0,
       producer: "",
       leaseExpiresAtMs: 0,
@@ -73,40 +82,47 @@ export function evolveGeneration(state: Generation, event: RecordedEvent): Gener
     };
   }
   if (state.kind === "none") return state;
-  if (GenerationLeaseGranted.is(event)) {
-    const e = GenerationLeaseGranted.decode(event.data);
-    return {
-      ...state,
-      kind: "running",
-      epoch: Number(e.epoch),
-      producer: e.producer,
-      leaseExpiresAtMs: Number(e.expiresAtMs),
-    };
+  switch (event.type) {
+    case "GenerationLeaseGranted": {
+      const e = event.data;
+      return {
+        ...state,
+        kind: "running",
+        epoch: Number(e.epoch),
+        producer: e.producer,
+        leaseExpiresAtMs: Number(e.expiresAtMs),
+      };
+    }
+    case "GenerationLeaseRenewed": {
+      const e = event.data;
+      return Number(e.epoch) === state.epoch ? { ...state, leaseExpiresAtMs: Number(e.expiresAtMs) } : state;
+    }
+    case "GenerationRequeued":
+      return { ...state, kind: "queued", producer: "", leaseExpiresAtMs: 0 };
+    case "GenerationCancelRequested":
+      return { ...state, cancelRequested: true };
+    case "GenerationFinished": {
+      const e = event.data;
+      return {
+        ...state,
+        kind: "finished",
+        finishedAtMs: event.meta.time.getTime(),
+        outcome: {
+          status: e.status as Outcome["status"],
+          failureReason: e.failureReason,
+          failureMessage: e.failureMessage,
+          text: e.text,
+          usage: e.usage ?? { promptTokens: 0n, completionTokens: 0n },
+          toolCalls: e.toolCalls,
+          lastSequence: Number(e.lastSequence),
+        },
+      };
+    }
+    case "unknown":
+      return state;
+    default:
+      return unreachable(event);
   }
-  if (GenerationLeaseRenewed.is(event)) {
-    const e = GenerationLeaseRenewed.decode(event.data);
-    return Number(e.epoch) === state.epoch ? { ...state, leaseExpiresAtMs: Number(e.expiresAtMs) } : state;
-  }
-  if (GenerationRequeued.is(event)) return { ...state, kind: "queued", producer: "", leaseExpiresAtMs: 0 };
-  if (GenerationCancelRequested.is(event)) return { ...state, cancelRequested: true };
-  if (GenerationFinished.is(event)) {
-    const e = GenerationFinished.decode(event.data);
-    return {
-      ...state,
-      kind: "finished",
-      finishedAtMs: event.time.getTime(),
-      outcome: {
-        status: e.status as Outcome["status"],
-        failureReason: e.failureReason,
-        failureMessage: e.failureMessage,
-        text: e.text,
-        usage: e.usage ?? { promptTokens: 0n, completionTokens: 0n },
-        toolCalls: e.toolCalls,
-        lastSequence: Number(e.lastSequence),
-      },
-    };
-  }
-  return state;
 }
 
 /** A producer's lease no longer holds: another took over, it expired, or the generation ended. */

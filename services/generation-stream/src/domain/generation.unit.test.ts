@@ -1,7 +1,7 @@
-import { FailedPreconditionError, type NewEvent, NotFoundError, type RecordedEvent } from "@spool/kit";
+import { FailedPreconditionError, NotFoundError } from "@spool/kit";
 import { FailureReason, GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
+import { deciderSpec } from "@spool/testing";
 import { describe, expect, it } from "vitest";
-import { GenerationLeaseGranted, GenerationRequeued } from "./events.js";
 import {
   canProduce,
   decideCancel,
@@ -11,8 +11,6 @@ import {
   decideRequeue,
   decideSettle,
   emptyOutcome,
-  evolveGeneration,
-  type Generation,
   generationReducer,
   type Producer,
   StaleLeaseError,
@@ -36,72 +34,61 @@ const request = {
   conversationId: "",
 };
 
-function apply(state: Generation, events: NewEvent[], at = T0): Generation {
-  return events.reduce(
-    (s, e, index) =>
-      evolveGeneration(s, {
-        stream: "GEN",
-        subject: "gen.generation.g1",
-        streamSequence: 1,
-        index,
-        type: e.type,
-        schemaVersion: 1,
-        eventId: "",
-        data: e.data,
-        time: new Date(at),
-        correlationId: undefined,
-        causationId: undefined,
-        actor: undefined,
-      } satisfies RecordedEvent),
-    state,
-  );
-}
+const spec = deciderSpec(generationReducer, { subject: "gen.generation.g1", nowMs: T0 });
 
 const queued = (orgId = request.orgId) =>
-  apply(generationReducer.initial(), decideRequest(generationReducer.initial(), { ...request, orgId }));
+  spec.given(...decideRequest(generationReducer.initial(), { ...request, orgId }));
 const running = () => {
   const q = queued();
-  return apply(q, decideGrantLease(q, builtin("a"), T0, LEASE));
+  return q.given(...decideGrantLease(q.state, builtin("a"), T0, LEASE));
 };
 
 describe("generation lifecycle", () => {
   it("a request creates it once", () => {
+    spec
+      .given()
+      .when((s) => decideRequest(s, request))
+      .thenEvents({ type: "GenerationRequested", data: { generationId: "g1", orgId: "o1", ownerId: "u1" } });
     const q = queued();
-    expect(q.kind).toBe("queued");
-    expect(decideRequest(q, request)).toEqual([]);
+    expect(q.state.kind).toBe("queued");
+    q.when((s) => decideRequest(s, request)).thenNothing();
   });
 
   it("claiming grants the next epoch; a running generation cannot be claimed again", () => {
     const r = running();
-    expect(r).toMatchObject({ kind: "running", epoch: 1, producer: "builtin:a" });
-    expect(() => decideGrantLease(r, builtin("b"), T0 + 1, LEASE)).toThrow(/not waiting/);
+    expect(r.state).toMatchObject({ kind: "running", epoch: 1, producer: "builtin:a" });
+    r.when((s) => decideGrantLease(s, builtin("b"), T0 + 1, LEASE)).thenThrows(/not waiting/);
   });
 
   it("a stale epoch or an expired lease cannot renew", () => {
     const r = running();
-    expect(() => decideRenew(r, 2, T0 + 1, LEASE)).toThrow(StaleLeaseError);
-    expect(() => decideRenew(r, 1, T0 + LEASE, LEASE)).toThrow(StaleLeaseError);
-    expect(decideRenew(r, 1, T0 + 1, LEASE)).toHaveLength(1);
+    r.when((s) => decideRenew(s, 2, T0 + 1, LEASE)).thenThrows(StaleLeaseError);
+    r.when((s) => decideRenew(s, 1, T0 + LEASE, LEASE)).thenThrows(StaleLeaseError);
+    r.when((s) => decideRenew(s, 1, T0 + 1, LEASE)).thenEvents({
+      type: "GenerationLeaseRenewed",
+      data: { epoch: 1n, expiresAtMs: BigInt(T0 + 1 + LEASE) },
+    });
   });
 
   it("a lease is re-queued only once it lapsed by more than the grace, and the next producer gets a higher epoch", () => {
     const r = running();
     const GRACE = 2_000;
-    expect(decideRequeue(r, 1, T0 + LEASE, GRACE)).toEqual([]);
-    expect(decideRequeue(r, 1, T0 + LEASE + GRACE - 1, GRACE)).toEqual([]);
+    r.when((s) => decideRequeue(s, 1, T0 + LEASE, GRACE)).thenNothing();
+    r.when((s) => decideRequeue(s, 1, T0 + LEASE + GRACE - 1, GRACE)).thenNothing();
     // Another epoch's lapse says nothing about this one.
-    expect(decideRequeue(r, 2, T0 + LEASE + GRACE, GRACE)).toEqual([]);
-    const events = decideRequeue(r, 1, T0 + LEASE + GRACE, GRACE);
-    expect(events.map((e) => e.type)).toEqual([GenerationRequeued.type]);
-    const q = apply(r, events);
-    expect(q.kind).toBe("queued");
-    const again = apply(q, decideGrantLease(q, builtin("b"), T0 + LEASE + GRACE + 1, LEASE));
-    expect(again).toMatchObject({ kind: "running", epoch: 2 });
+    r.when((s) => decideRequeue(s, 2, T0 + LEASE + GRACE, GRACE)).thenNothing();
+    const requeue = r.when((s) => decideRequeue(s, 1, T0 + LEASE + GRACE, GRACE));
+    requeue.thenEvents({ type: "GenerationRequeued", data: { epoch: 1n } });
+    const q = r.given(...requeue.thenEvents({ type: "GenerationRequeued" }));
+    expect(q.state.kind).toBe("queued");
+    const again = q.given(...decideGrantLease(q.state, builtin("b"), T0 + LEASE + GRACE + 1, LEASE));
+    expect(again.state).toMatchObject({ kind: "running", epoch: 2 });
     // The first producer is fenced out of the lifecycle.
-    expect(() => decideRenew(again, 1, T0 + LEASE + GRACE + 2, LEASE)).toThrow(StaleLeaseError);
+    again.when((s) => decideRenew(s, 1, T0 + LEASE + GRACE + 2, LEASE)).thenThrows(StaleLeaseError);
     // A cancelled generation is never re-queued (the sweeper ends it cancelled).
-    const cancelled = apply(r, decideCancel(r, "u1"));
-    expect(decideRequeue(cancelled, 1, T0 + LEASE + GRACE, GRACE)).toEqual([]);
+    r.given(...decideCancel(r.state, "u1"))
+      .when((s) => decideRequeue(s, 1, T0 + LEASE + GRACE, GRACE))
+      .thenNothing();
   });
 
   it("the lifecycle copies the output's terminal once, whatever the lease says", () => {
@@ -111,66 +98,100 @@ describe("generation lifecycle", () => {
       failureReason: FailureReason.FAILURE_REASON_PRODUCER_LOST,
     } as const;
     // Lapsed lease, or already re-queued: the terminal on the output decided, the lifecycle follows.
-    for (const state of [running(), queued()]) {
-      const f = apply(state, decideSettle(state, outcome));
-      expect(f).toMatchObject({ kind: "finished", outcome: { lastSequence: 7 } });
-      expect(decideSettle(f, { ...outcome, lastSequence: 9 })).toEqual([]);
+    for (const given of [running(), queued()]) {
+      const settle = given.when((s) => decideSettle(s, outcome));
+      settle.thenEvents({
+        type: "GenerationFinished",
+        data: { status: outcome.status, failureReason: outcome.failureReason, lastSequence: 7n },
+      });
+      expect(settle.state()).toMatchObject({ kind: "finished", outcome: { lastSequence: 7 } });
+      given
+        .given(...settle.thenEvents({ type: "GenerationFinished" }))
+        .when((s) => decideSettle(s, { ...outcome, lastSequence: 9 }))
+        .thenNothing();
     }
-    expect(() => decideSettle(generationReducer.initial(), outcome)).toThrow(NotFoundError);
+    spec
+      .given()
+      .when((s) => decideSettle(s, outcome))
+      .thenThrows(NotFoundError);
   });
 
   it("cancel is idempotent: a request is recorded once, a finished generation ignores it", () => {
     const r = running();
-    const requested = apply(r, decideCancel(r, "u1"));
-    expect(requested).toMatchObject({ kind: "running", cancelRequested: true });
-    expect(decideCancel(requested, "u1")).toEqual([]);
-    if (requested.kind === "none") throw new Error("expected a generation");
-    expect(() => decideGrantLease({ ...requested, kind: "queued" }, external("o1", "p"), T0, LEASE)).toThrow(
+    const cancel = r.when((s) => decideCancel(s, "u1"));
+    const requested = r.given(
+      ...cancel.thenEvents({ type: "GenerationCancelRequested", data: { requestedBy: "u1" } }),
+    );
+    expect(requested.state).toMatchObject({ kind: "running", cancelRequested: true });
+    requested.when((s) => decideCancel(s, "u1")).thenNothing();
+    const state = requested.state;
+    if (state.kind === "none") throw new Error("expected a generation");
+    expect(() => decideGrantLease({ ...state, kind: "queued" }, external("o1", "p"), T0, LEASE)).toThrow(
       /cancelled/,
     );
-    const done = apply(r, decideSettle(r, emptyOutcome(3)));
-    expect(decideCancel(done, "u1")).toEqual([]);
+    r.given(...decideSettle(r.state, emptyOutcome(3)))
+      .when((s) => decideCancel(s, "u1"))
+      .thenNothing();
   });
 
   it("lease events use the epoch they were granted with", () => {
-    const [grant] = decideGrantLease(queued(), external("o1", "p"), T0, LEASE);
-    expect(GenerationLeaseGranted.decode(grant!.data)).toMatchObject({
-      epoch: 1n,
-      producer: "p",
-      expiresAtMs: BigInt(T0 + LEASE),
-    });
+    queued()
+      .when((s) => decideGrantLease(s, external("o1", "p"), T0, LEASE))
+      .thenEvents({
+        type: "GenerationLeaseGranted",
+        data: { epoch: 1n, producer: "p", expiresAtMs: BigInt(T0 + LEASE) },
+      });
   });
 
   it("an external producer claims only its own organisation's generations; foreign and unknown are NOT_FOUND", () => {
     const q = queued(); // of organisation o1
-    expect(() => decideGrantLease(q, external("o2"), T0, LEASE)).toThrow(NotFoundError);
+    q.when((s) => decideGrantLease(s, external("o2"), T0, LEASE)).thenThrows(NotFoundError);
     // An empty organisation never matches (a token without one serves nobody).
-    expect(() => decideGrantLease(queued(""), external(""), T0, LEASE)).toThrow(NotFoundError);
-    expect(() => decideGrantLease(generationReducer.initial(), external("o1"), T0, LEASE)).toThrow(
-      NotFoundError,
-    );
+    queued("")
+      .when((s) => decideGrantLease(s, external(""), T0, LEASE))
+      .thenThrows(NotFoundError);
+    spec
+      .given()
+      .when((s) => decideGrantLease(s, external("o1"), T0, LEASE))
+      .thenThrows(NotFoundError);
     // Tenancy comes before lease state: a foreign running generation is NOT_FOUND, not "already taken".
     const r = running();
     const foreign = (() => {
       try {
-        decideGrantLease(r, external("o2"), T0 + 1, LEASE);
+        decideGrantLease(r.state, external("o2"), T0 + 1, LEASE);
       } catch (e) {
         return e;
       }
     })();
     expect(foreign).toBeInstanceOf(NotFoundError);
     expect(foreign).not.toBeInstanceOf(FailedPreconditionError);
-    expect(decideGrantLease(q, external("o1"), T0, LEASE)).toHaveLength(1);
-    expect(canProduce(external("o2"), r)).toBe(false);
-    expect(canProduce(external("o1"), r)).toBe(true);
+    q.when((s) => decideGrantLease(s, external("o1"), T0, LEASE)).thenEvents({
+      type: "GenerationLeaseGranted",
+      data: { epoch: 1n, producer: "sa1" },
+    });
+    expect(canProduce(external("o2"), r.state)).toBe(false);
+    expect(canProduce(external("o1"), r.state)).toBe(true);
   });
 
   it("built-in workers are platform-internal and serve every organisation", () => {
     for (const orgId of ["o1", "o2"]) {
       const q = queued(orgId);
-      expect(canProduce(builtin("a"), q)).toBe(true);
-      expect(decideGrantLease(q, builtin("a"), T0, LEASE)).toHaveLength(1);
+      expect(canProduce(builtin("a"), q.state)).toBe(true);
+      q.when((s) => decideGrantLease(s, builtin("a"), T0, LEASE)).thenEvents({
+        type: "GenerationLeaseGranted",
+        data: { producer: "builtin:a" },
+      });
     }
     expect(canProduce(builtin("a"), generationReducer.initial())).toBe(false);
+  });
+
+  it("an event type this version does not know is skipped, not a crash", () => {
+    const unknown = {
+      type: "spool.generation.v1.GenerationRenamed",
+      schemaVersion: 1,
+      data: new Uint8Array([1]),
+    };
+    const q = queued();
+    expect(q.given(unknown).state).toEqual(q.state);
   });
 });

@@ -1,13 +1,6 @@
-import { defineProjection, type Sql } from "@spool/kit";
+import { defineProjection, type Sql, unreachable } from "@spool/kit";
 import { GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
-import {
-  GenerationCancelRequested,
-  GenerationFinished,
-  GenerationLeaseGranted,
-  GenerationLeaseRenewed,
-  GenerationRequested,
-  GenerationRequeued,
-} from "../domain/events.js";
+import { GenerationEvents } from "../domain/events.js";
 
 const STATUS: Record<number, string> = {
   [GenerationStatus.GENERATION_STATUS_COMPLETED]: "completed",
@@ -49,53 +42,70 @@ export const generationsProjection = defineProjection({
     await tx.unsafe(`CREATE INDEX ON ${t.generations} (org_id, created_at DESC, generation_id DESC)`);
     await tx.unsafe(`CREATE INDEX ON ${t.generations} (lease_expires_at) WHERE status = 'running'`);
   },
+  events: GenerationEvents,
   apply: async (tx, event, { tables }) => {
     const t = tables.generations;
-    const id = event.subject.split(".").at(-1) ?? "";
-    if (GenerationRequested.is(event)) {
-      const e = GenerationRequested.decode(event.data);
-      await tx.unsafe(
-        `INSERT INTO ${t} (generation_id, org_id, owner_id, conversation_id, model, status, created_at)
+    const id = event.meta.subject.split(".").at(-1) ?? "";
+    switch (event.type) {
+      case "GenerationRequested": {
+        const e = event.data;
+        await tx.unsafe(
+          `INSERT INTO ${t} (generation_id, org_id, owner_id, conversation_id, model, status, created_at)
          VALUES ($1, $2, $3, $4, $5, 'queued', $6) ON CONFLICT DO NOTHING`,
-        [e.generationId, e.orgId, e.ownerId, e.conversationId, e.model, event.time],
-      );
-    } else if (GenerationLeaseGranted.is(event)) {
-      const e = GenerationLeaseGranted.decode(event.data);
-      await tx.unsafe(
-        `UPDATE ${t} SET status = 'running', epoch = $2, lease_expires_at = to_timestamp($3::double precision / 1000)
+          [e.generationId, e.orgId, e.ownerId, e.conversationId, e.model, event.meta.time],
+        );
+        return;
+      }
+      case "GenerationLeaseGranted": {
+        const e = event.data;
+        await tx.unsafe(
+          `UPDATE ${t} SET status = 'running', epoch = $2, lease_expires_at = to_timestamp($3::double precision / 1000)
          WHERE generation_id = $1 AND status <> ALL('{completed,failed,cancelled}')`,
-        [id, Number(e.epoch), Number(e.expiresAtMs)],
-      );
-    } else if (GenerationLeaseRenewed.is(event)) {
-      const e = GenerationLeaseRenewed.decode(event.data);
-      await tx.unsafe(
-        `UPDATE ${t} SET lease_expires_at = to_timestamp($3::double precision / 1000) WHERE generation_id = $1 AND epoch = $2`,
-        [id, Number(e.epoch), Number(e.expiresAtMs)],
-      );
-    } else if (GenerationRequeued.is(event)) {
-      await tx.unsafe(`UPDATE ${t} SET status = 'queued', lease_expires_at = NULL WHERE generation_id = $1`, [
-        id,
-      ]);
-    } else if (GenerationCancelRequested.is(event)) {
-      await tx.unsafe(`UPDATE ${t} SET cancel_requested = true WHERE generation_id = $1`, [id]);
-    } else if (GenerationFinished.is(event)) {
-      const e = GenerationFinished.decode(event.data);
-      await tx.unsafe(
-        `UPDATE ${t} SET status = $2, failure_reason = $3, failure_message = $4, text = $5, prompt_tokens = $6,
+          [id, Number(e.epoch), Number(e.expiresAtMs)],
+        );
+        return;
+      }
+      case "GenerationLeaseRenewed": {
+        const e = event.data;
+        await tx.unsafe(
+          `UPDATE ${t} SET lease_expires_at = to_timestamp($3::double precision / 1000) WHERE generation_id = $1 AND epoch = $2`,
+          [id, Number(e.epoch), Number(e.expiresAtMs)],
+        );
+        return;
+      }
+      case "GenerationRequeued":
+        await tx.unsafe(
+          `UPDATE ${t} SET status = 'queued', lease_expires_at = NULL WHERE generation_id = $1`,
+          [id],
+        );
+        return;
+      case "GenerationCancelRequested":
+        await tx.unsafe(`UPDATE ${t} SET cancel_requested = true WHERE generation_id = $1`, [id]);
+        return;
+      case "GenerationFinished": {
+        const e = event.data;
+        await tx.unsafe(
+          `UPDATE ${t} SET status = $2, failure_reason = $3, failure_message = $4, text = $5, prompt_tokens = $6,
            completion_tokens = $7, last_sequence = $8, finished_at = $9, lease_expires_at = NULL
          WHERE generation_id = $1`,
-        [
-          id,
-          STATUS[e.status] ?? "failed",
-          e.failureReason,
-          e.failureMessage,
-          e.text,
-          Number(e.usage?.promptTokens ?? 0n),
-          Number(e.usage?.completionTokens ?? 0n),
-          Number(e.lastSequence),
-          event.time,
-        ],
-      );
+          [
+            id,
+            STATUS[e.status] ?? "failed",
+            e.failureReason,
+            e.failureMessage,
+            e.text,
+            Number(e.usage?.promptTokens ?? 0n),
+            Number(e.usage?.completionTokens ?? 0n),
+            Number(e.lastSequence),
+            event.meta.time,
+          ],
+        );
+        return;
+      }
+      case "unknown":
+        return;
+      default:
+        unreachable(event);
     }
   },
 });
