@@ -17,8 +17,8 @@ import {
   TokenVerifier,
 } from "@spool/kit";
 import { AdminServiceService } from "@spool/proto/spool/admin/v1/admin.js";
+import { summarize } from "../lib/summary.js";
 import { bearerMetadata, type Metadata } from "./grpc.js";
-import { summarize } from "./shared.js";
 
 export interface GuardCost {
   /** Calls per block. */

@@ -6,7 +6,8 @@
 // Reads its plan from SPOOL_BENCH_AUTH_LOAD_PLAN; prints one result line.
 import { readFileSync } from "node:fs";
 import { AdminServiceClient } from "@spool/proto/spool/admin/v1/admin.js";
-import { waitForQuiet } from "../lib/cpu.js";
+import { machineBusySeconds, processCpuSeconds, waitForQuiet } from "../lib/cpu.js";
+import { summarize } from "../lib/summary.js";
 import { bearerMetadata, insecure, type Metadata } from "./grpc.js";
 import {
   type CpuCores,
@@ -15,10 +16,7 @@ import {
   type LoadPlan,
   type LoadResult,
   type Mode,
-  machineBusySeconds,
-  processCpuSeconds,
   type RoundResult,
-  summarize,
 } from "./shared.js";
 
 const raw = process.env[LOAD_PLAN_ENV];

@@ -17,19 +17,29 @@
 // _REVOCATIONS, _LOGINS, _POLL_MS, _REVOCATION_BOUND_MS, _QUIET_WAIT_MS;
 // server URLs from SPOOL_TEST_{NATS,DATABASE,REDIS}_URL, loopback defaults
 // otherwise. Writes bench/results/auth-<timestamp>.json.
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
+import {
+  ARGON2_OPTIONS,
+  call,
+  hashPassword,
+  startTestAuth,
+  type TestAuth,
+  verifyPassword,
+} from "@spool/auth/testing";
 import { AdminServiceClient } from "@spool/proto/spool/admin/v1/admin.js";
-import { type Child, type InfraUrls, isolate, runTs, urlsFromEnv } from "@spool/testing";
-import { ARGON2_OPTIONS, hashPassword, verifyPassword } from "../../services/auth/src/app/passwords.js";
-import { call, startTestAuth, type TestAuth } from "../../services/auth/test/harness.js";
+import { type Child, type Isolated, isolate, runTs } from "@spool/testing";
 import { waitForQuiet } from "../lib/cpu.js";
-import { describeMachine, gitCommit, type Machine } from "../lib/infra.js";
+import { envInt, infraUrls, progressLog } from "../lib/env.js";
+import { describeMachine, gitCommit, type Machine, machineText } from "../lib/infra.js";
+import { RESULTS_DIR, writeResultFile } from "../lib/report.js";
+import { type Summary, summarize } from "../lib/summary.js";
+import { fmtCount, fmtMs, fmtPct, markdownTable } from "../lib/table.js";
 import { bearerMetadata, insecure, type ServiceError, UNAUTHENTICATED } from "./grpc.js";
-import { measureGuardCost } from "./guard-cost.js";
+import { type GuardCost, measureGuardCost } from "./guard-cost.js";
 import {
   type EchoStats,
   LOAD_PLAN_ENV,
@@ -40,10 +50,9 @@ import {
   READY_PREFIX,
   type RoundResult,
   STATS_PREFIX,
-  type Summary,
-  summarize,
 } from "./shared.js";
 
+const log = progressLog("bench:auth");
 const here = path.dirname(fileURLToPath(import.meta.url));
 const ECHO = path.join(here, "echo-server.ts");
 const LOAD = path.join(here, "load.ts");
@@ -58,50 +67,28 @@ const GOALS = {
   maxRevocationP99Ms: 1_000,
 } as const;
 
-function log(message: string): void {
-  process.stderr.write(`[bench:auth] ${message}\n`);
-}
-
-function int(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw.replaceAll("_", ""));
-  if (!Number.isSafeInteger(n) || n < min)
-    throw new Error(`${name} must be an integer >= ${min}, got ${raw}`);
-  return n;
-}
-
 function settings() {
   return {
-    tokens: int("SPOOL_BENCH_AUTH_TOKENS", 1_000, 1),
-    sessions: int("SPOOL_BENCH_AUTH_SESSIONS", 25, 1),
-    concurrency: int("SPOOL_BENCH_AUTH_CONCURRENCY", 64, 1),
+    tokens: envInt("SPOOL_BENCH_AUTH_TOKENS", 1_000, 1),
+    sessions: envInt("SPOOL_BENCH_AUTH_SESSIONS", 25, 1),
+    concurrency: envInt("SPOOL_BENCH_AUTH_CONCURRENCY", 64, 1),
     /** HTTP/2 connections per port (a service hears from several clients; one connection ping-pongs). */
-    connections: int("SPOOL_BENCH_AUTH_CONNECTIONS", 4, 1),
-    warmupMs: int("SPOOL_BENCH_AUTH_WARMUP_MS", 2_000, 0),
-    roundMs: int("SPOOL_BENCH_AUTH_ROUND_MS", 1_500, 100),
+    connections: envInt("SPOOL_BENCH_AUTH_CONNECTIONS", 4, 1),
+    warmupMs: envInt("SPOOL_BENCH_AUTH_WARMUP_MS", 2_000, 0),
+    roundMs: envInt("SPOOL_BENCH_AUTH_ROUND_MS", 1_500, 100),
     /** Measured rounds per mode, interleaved open, guarded, guarded, open, …; the best round counts. */
-    roundsPerMode: int("SPOOL_BENCH_AUTH_ROUNDS", 8, 1),
+    roundsPerMode: envInt("SPOOL_BENCH_AUTH_ROUNDS", 8, 1),
     /** Longest wait for quiet before each round. */
-    roundQuietWaitMs: int("SPOOL_BENCH_AUTH_ROUND_QUIET_WAIT_MS", 2_500, 0),
-    revocations: int("SPOOL_BENCH_AUTH_REVOCATIONS", 50, 1),
-    logins: int("SPOOL_BENCH_AUTH_LOGINS", 30, 1),
-    pollMs: int("SPOOL_BENCH_AUTH_POLL_MS", 2, 0),
+    roundQuietWaitMs: envInt("SPOOL_BENCH_AUTH_ROUND_QUIET_WAIT_MS", 2_500, 0),
+    revocations: envInt("SPOOL_BENCH_AUTH_REVOCATIONS", 50, 1),
+    logins: envInt("SPOOL_BENCH_AUTH_LOGINS", 30, 1),
+    pollMs: envInt("SPOOL_BENCH_AUTH_POLL_MS", 2, 0),
     /** A revocation not seen within this is recorded as this (and fails the goal). */
-    revocationBoundMs: int("SPOOL_BENCH_AUTH_REVOCATION_BOUND_MS", 5_000, 100),
-    quietWaitMs: int("SPOOL_BENCH_AUTH_QUIET_WAIT_MS", 10_000, 0),
+    revocationBoundMs: envInt("SPOOL_BENCH_AUTH_REVOCATION_BOUND_MS", 5_000, 100),
+    quietWaitMs: envInt("SPOOL_BENCH_AUTH_QUIET_WAIT_MS", 10_000, 0),
   };
 }
 type Settings = ReturnType<typeof settings>;
-
-function infraUrls(): InfraUrls {
-  const given = urlsFromEnv();
-  return {
-    natsUrl: given.natsUrl ?? "nats://127.0.0.1:4222",
-    databaseUrl: given.databaseUrl ?? "postgres://postgres@127.0.0.1:5432/postgres",
-    redisUrl: given.redisUrl ?? "redis://127.0.0.1:6379",
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -313,10 +300,6 @@ async function loginLatency(auth: TestAuth, s: Settings): Promise<{ login: Summa
   return { login: summarize(login), argon2: summarize(argon2) };
 }
 
-const ms = (n: number) => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
-const rate = (n: number) => Math.round(n).toLocaleString("en-US");
-const pct = (n: number, digits = 1) => `${(n * 100).toFixed(digits)}%`;
-
 interface Row {
   figure: string;
   value: string;
@@ -325,12 +308,10 @@ interface Row {
 }
 
 function renderTable(rows: Row[]): string {
-  const lines = [
-    "| Figure | Value | Goal | Result |",
-    "| --- | --- | --- | --- |",
-    ...rows.map((r) => `| ${r.figure} | ${r.value} | ${r.goal} | ${r.result} |`),
-  ];
-  return lines.join("\n");
+  return markdownTable(
+    ["Figure", "Value", "Goal", "Result"],
+    rows.map((r) => [r.figure, r.value, r.goal, r.result]),
+  );
 }
 
 async function main(): Promise<number> {
@@ -344,283 +325,396 @@ async function main(): Promise<number> {
   } finally {
     await nc.close();
   }
-  log(
-    `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
-      `nats-server ${machine.natsServer}, PostgreSQL ${machine.postgres}`,
-  );
+  log(`machine: ${machineText(machine)}`);
 
   const slice = await isolate(urls, "benchauth");
   const tmp = await mkdtemp(path.join(os.tmpdir(), "spool-bench-auth-"));
   let auth: TestAuth | undefined;
-  let echo: Child | undefined;
+  let echo: Echo | undefined;
   try {
     log(`slice ${slice.id}: starting auth (in this process) and the echo server`);
     auth = await startTestAuth(slice);
-    echo = runTs(ECHO, {
-      env: { ...slice.env, SPOOL_LOG_LEVEL: "warn", SPOOL_BENCH_AUTH_AUDIENCE: ECHO_AUDIENCE },
-    });
-    const ready = await echo.waitFor(new RegExp(`${READY_PREFIX} \\{[^\\n]*\\}`), 60_000);
-    const ports = JSON.parse(ready.slice(READY_PREFIX.length + 1)) as Record<Mode, number>;
-    const serverPid = echo.proc.pid;
-    if (serverPid === undefined) throw new Error("echo server has no pid");
-
-    // 1. Throughput, authenticated against unauthenticated.
-    let t = performance.now();
-    const tokens = await issueTokens(auth, s.tokens, s.sessions);
-    log(
-      `${tokens.length} access tokens from ${s.sessions} sessions in ${((performance.now() - t) / 1000).toFixed(1)} s`,
-    );
-    const tokensFile = path.join(tmp, "tokens.txt");
-    await writeFile(tokensFile, `${tokens.join("\n")}\n`, { mode: 0o600 });
-    const rounds: Mode[] = [];
-    for (let i = 0; i < s.roundsPerMode; i++) {
-      rounds.push(...((i % 2 === 0 ? ["open", "guarded"] : ["guarded", "open"]) as Mode[]));
-    }
-    const quiet = await waitForQuiet(s.quietWaitMs);
-    if (quiet !== undefined && quiet > 0.3) {
-      log(`(still ${quiet.toFixed(2)} CPUs busy outside the bench after waiting; measuring anyway)`);
-    }
-    log(
-      `load: ${s.concurrency} in flight over ${s.connections} connection(s), ${s.warmupMs} ms warm-up per port, rounds ${rounds.join(", ")} ` +
-        `of ${s.roundMs} ms`,
-    );
-    // One call first, so the echo server has fetched the signing keys before the burst: a cold
-    // KvJwksSource answers callers that arrive while its first fetch is in flight with
-    // "unknown key" (they do not wait for the fetch) — a cold-start effect, not the steady state.
-    await primeGuarded(ports.guarded, tokens[0] ?? "");
-    const statsBefore = await echoStats(echo, 1);
-    const load = await runLoad({
-      ports,
-      serverPid,
-      tokensFile,
-      concurrency: s.concurrency,
-      connections: s.connections,
-      warmupMs: s.warmupMs,
-      roundMs: s.roundMs,
-      rounds,
-      callDeadlineMs: 10_000,
-      quietWaitMs: s.roundQuietWaitMs,
-    });
-    const statsAfter = await echoStats(echo, 2);
-    for (const r of load.rounds) {
-      log(
-        `  ${r.mode.padEnd(7)} ${rate(r.rate).padStart(7)} calls/s  p50 ${ms(r.latencyMs.p50)} ms  ` +
-          `p99 ${ms(r.latencyMs.p99)} ms  server ${r.serverCpuUsPerCall?.toFixed(0) ?? "?"} µs CPU/call  ` +
-          `cpu server ${r.cpu?.server ?? "?"} load ${r.cpu?.load ?? "?"} other ${r.cpu?.other ?? "?"}` +
-          (r.errors > 0 ? `  ${r.errors} ERRORS` : ""),
-      );
-    }
-    if (load.warmupErrors > 0) log(`  ${load.warmupErrors} calls failed during warm-up`);
-    for (const e of load.errorSamples) log(`  error: ${e}`);
-    const open = figureFor(load.rounds, "open");
-    const guarded = figureFor(load.rounds, "guarded");
-    const bestRatio = guarded.rate / open.rate;
-    const pairs = pairRatios(load.rounds);
-    const pairsAll = summarize(pairs.all);
-    const pairsQuiet = summarize(pairs.quiet);
-    // The figure judged against the goal: the median guarded/open ratio of adjacent rounds where
-    // the rest of the machine stayed quiet (of every pair when fewer than 3 were). The ratio of
-    // the two best rounds is shown beside it; one lucky round can move it either way.
-    const ratio = pairsQuiet.count >= 3 ? pairsQuiet.p50 : pairsAll.p50;
-    // The echo server's measured CPU per call, open over guarded: recorded, but on a shared 2-core
-    // machine it moves by ±15% from round to round (contention, batching at different rates), more
-    // than the guard costs; the in-process guard cost below is the cross-check in the table.
-    const cpuRatio =
-      open.serverCpuUsPerCall !== undefined && guarded.serverCpuUsPerCall !== undefined
-        ? open.serverCpuUsPerCall / guarded.serverCpuUsPerCall
-        : undefined;
-    const hits = statsAfter.hits - statsBefore.hits;
-    const misses = statsAfter.misses - statsBefore.misses;
-    const hitRate = hits / Math.max(1, hits + misses);
-
+    echo = await startEcho(slice);
+    // 1. Throughput, authenticated against unauthenticated (and the verifier's cache under that load).
+    const throughput = await measureThroughput(auth, echo, tmp, s);
     // 2. Revocation propagation.
-    t = performance.now();
-    log(`revocation: ${s.revocations} × login, accepted, Logout, poll every ${s.pollMs} ms until refused`);
-    const revocation = await revocationDelays(auth, ports.guarded, s);
-    const rev = summarize(revocation.delaysMs);
-    const polls = summarize(revocation.polls);
-    // Refused at the first poll: revoked by the time Logout's answer reached the client.
-    const firstPoll = revocation.polls.filter((n) => n === 1).length;
-    log(
-      `  p50 ${ms(rev.p50)} ms, p99 ${ms(rev.p99)} ms, max ${ms(rev.max)} ms` +
-        ` (${((performance.now() - t) / 1000).toFixed(1)} s)`,
-    );
-
+    const revocation = await measureRevocation(auth, echo.ports.guarded, s);
     // The guard's own cost per call, in-process: the cross-check of the throughput ratio.
-    log("guard cost: the same handler direct and through guarded(), in-process, cached tokens");
-    const guardCost = await measureGuardCost({ env: slice.env, tokens, audience: ECHO_AUDIENCE });
-    log(
-      `  ${(guardCost.plainNsPerCall / 1000).toFixed(2)} µs direct, ` +
-        `${(guardCost.guardedNsPerCall / 1000).toFixed(2)} µs guarded: +${guardCost.guardUsPerCall.toFixed(2)} µs/call`,
-    );
-    // What a server-bound service would keep: its CPU per call, plus the guard's.
-    const serverBound =
-      open.serverCpuUsPerCall === undefined
-        ? undefined
-        : open.serverCpuUsPerCall / (open.serverCpuUsPerCall + guardCost.guardUsPerCall);
-
+    const guard = await measureGuard(slice, throughput);
     // 3. Login latency and argon2's share.
-    log(`login: ${s.logins} sequential logins, then ${s.logins} argon2id verifications alone`);
-    const logins = await loginLatency(auth, s);
-    const share = logins.argon2.p50 / logins.login.p50;
-    log(
-      `  login p50 ${ms(logins.login.p50)} ms p99 ${ms(logins.login.p99)} ms; ` +
-        `argon2id p50 ${ms(logins.argon2.p50)} ms (${pct(share, 0)} of login)`,
-    );
+    const logins = await measureLogins(auth, s);
+    const m: Measured = { throughput, revocation, guard, logins, statsEnd: await echoStats(echo.child, 3) };
 
-    const statsEnd = await echoStats(echo, 3);
-    const overheadPass = ratio >= GOALS.minGuardedRatio && guarded.errors === 0 && open.errors === 0;
-    const revocationPass = rev.p99 < GOALS.maxRevocationP99Ms && revocation.timeouts === 0;
-    const roundsText = (f: ModeFigure) => f.roundRates.map(rate).join(", ");
-    const modeValue = (f: ModeFigure) =>
-      `${rate(f.rate)} calls/s (best of ${f.roundRates.length}: ${roundsText(f)}); ` +
-      `p50 ${ms(f.latencyMs.p50)} ms, p99 ${ms(f.latencyMs.p99)} ms` +
-      (f.serverCpuUsPerCall === undefined
-        ? ""
-        : `; server ${f.serverCpuUsPerCall.toFixed(0)} µs CPU/call ` +
-          `(median of ${f.cpuRounds} ${f.cpuRoundsQuiet ? "quiet" : "(none quiet)"} rounds)`);
-    const failed = guarded.errors + open.errors;
-    const rows: Row[] = [
-      {
-        figure: `Unary RPC, unauthenticated (raw limit), ${s.concurrency} in flight`,
-        value: modeValue(open),
-        goal: "—",
-        result: "—",
-      },
-      {
-        figure: `Same RPC, authenticated (guarded + verifier), ${s.concurrency} in flight`,
-        value: modeValue(guarded),
-        goal: "—",
-        result: "—",
-      },
-      {
-        figure: "Authenticated / unauthenticated throughput (median of adjacent round pairs)",
-        value:
-          `${pct(ratio)} (overhead ${pct(1 - ratio)}); ` +
-          (pairsQuiet.count >= 3
-            ? `${pairsQuiet.count} quiet pairs of ${pairsAll.count}`
-            : `all ${pairsAll.count} pairs, ${pairsQuiet.count} quiet`) +
-          `; best rounds ${pct(bestRatio)}` +
-          (failed > 0 ? `; ${failed} failed calls` : ""),
-        goal: `≥ ${pct(GOALS.minGuardedRatio, 0)} (overhead ≤ ${pct(1 - GOALS.minGuardedRatio, 0)})`,
-        result: overheadPass ? "PASS" : "FAIL",
-      },
-      {
-        figure: "Guard's own CPU per call (in-process, cache hit) → server-bound throughput",
-        value:
-          `+${guardCost.guardUsPerCall.toFixed(2)} µs/call (${(guardCost.plainNsPerCall / 1000).toFixed(2)} → ` +
-          `${(guardCost.guardedNsPerCall / 1000).toFixed(2)} µs)` +
-          (serverBound === undefined
-            ? ""
-            : `; on ${open.serverCpuUsPerCall?.toFixed(0)} µs server CPU/call: ${pct(serverBound)} ` +
-              `(overhead ${pct(1 - serverBound)})`),
-        goal: `≥ ${pct(GOALS.minGuardedRatio, 0)} (cross-check)`,
-        result: serverBound === undefined ? "—" : serverBound >= GOALS.minGuardedRatio ? "PASS" : "FAIL",
-      },
-      {
-        figure: "Verified-token cache hit rate under load",
-        value: `${pct(hitRate, 2)} (${hits.toLocaleString("en-US")} hits, ${misses.toLocaleString("en-US")} misses; ${tokens.length} distinct tokens)`,
-        goal: "— (reported)",
-        result: "—",
-      },
-      {
-        figure: "Revocation propagation, Logout returned → other process refuses",
-        value:
-          `p50 ${ms(rev.p50)} ms, p99 ${ms(rev.p99)} ms, max ${ms(rev.max)} ms (n = ${rev.count}; ` +
-          `refused at the first poll ${firstPoll}/${rev.count}` +
-          `${revocation.timeouts > 0 ? `; ${revocation.timeouts} not seen within ${s.revocationBoundMs} ms` : ""})`,
-        goal: `p99 < ${GOALS.maxRevocationP99Ms} ms`,
-        result: revocationPass ? "PASS" : "FAIL",
-      },
-      {
-        figure: "Login latency (client-observed, sequential)",
-        value: `p50 ${ms(logins.login.p50)} ms, p99 ${ms(logins.login.p99)} ms (n = ${logins.login.count})`,
-        goal: "— (reported)",
-        result: "—",
-      },
-      {
-        figure: "argon2id verify alone (m = 19 MiB, t = 2, p = 1)",
-        value: `p50 ${ms(logins.argon2.p50)} ms, p99 ${ms(logins.argon2.p99)} ms; share of login p50 ${pct(share, 0)}`,
-        goal: "— (reported)",
-        result: "—",
-      },
-    ];
-    const table = renderTable(rows);
-    process.stdout.write(`\n${table}\n\n`);
-
-    const notes: string[] = [];
-    if (!overheadPass) {
-      notes.push(
-        `Authenticated throughput is ${pct(ratio)} of unauthenticated, below the ${pct(GOALS.minGuardedRatio, 0)} goal.`,
-      );
-    }
-    if (serverBound !== undefined && serverBound >= GOALS.minGuardedRatio !== overheadPass) {
-      notes.push(
-        `The measured throughput ratio (${pct(ratio)}) and the server-bound estimate from the guard's ` +
-          `own cost (${pct(serverBound)}) disagree about the goal: other jobs on the machine set the pace.`,
-      );
-    }
-    if (pairs.quiet.length < 3) {
-      notes.push(
-        `Only ${pairs.quiet.length} pair(s) of rounds ran with the rest of the machine quiet: ` +
-          "the throughput ratio is the median of all pairs and carries their noise.",
-      );
-    }
-    if (!revocationPass) notes.push(`Revocation p99 ${ms(rev.p99)} ms misses the < 1 s goal.`);
+    const rows = tableRows(m, s);
+    process.stdout.write(`\n${renderTable(rows)}\n\n`);
+    const notes = reportNotes(m);
     const report = {
       startedAt,
       commit: gitCommit(),
       machine,
       settings: { ...s, argon2: ARGON2_OPTIONS },
-      throughput: {
-        open,
-        guarded,
-        ratio,
-        overhead: 1 - ratio,
-        bestRoundsRatio: bestRatio,
-        pairRatios: pairs,
-        serverCpuRatio: cpuRatio,
-        guardCost,
-        serverBoundRatio: serverBound,
-        goalMinRatio: GOALS.minGuardedRatio,
-      },
-      rounds: load.rounds,
-      warmupErrors: load.warmupErrors,
-      errorSamples: load.errorSamples,
-      cache: { hits, misses, hitRate, distinctTokens: tokens.length, before: statsBefore, after: statsAfter },
-      echoStatsAtEnd: statsEnd,
-      revocation: {
-        delayMs: rev,
-        polls,
-        refusedAtFirstPoll: firstPoll,
-        timeouts: revocation.timeouts,
-        pollMs: s.pollMs,
-        goalP99Ms: GOALS.maxRevocationP99Ms,
-        samplesMs: revocation.delaysMs,
-      },
-      login: { latencyMs: logins.login, argon2Ms: logins.argon2, argon2ShareOfP50: share },
-      results: { overhead: overheadPass ? "PASS" : "FAIL", revocation: revocationPass ? "PASS" : "FAIL" },
+      ...reportBody(m, s),
       table: rows,
       notes,
     };
-    const dir = path.join(here, "..", "results");
-    await mkdir(dir, { recursive: true });
-    const file = path.join(dir, `auth-${startedAt.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`);
-    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    const file = await writeResultFile(RESULTS_DIR, "auth", startedAt, report);
     log(`wrote ${path.relative(process.cwd(), file)}`);
     for (const n of notes) log(`note: ${n}`);
     // Missing a goal is a finding, not a failed run; failed calls or a lost revocation are.
-    return guarded.errors + open.errors === 0 && revocation.timeouts === 0 ? 0 : 1;
+    const { open, guarded } = throughput;
+    return guarded.errors + open.errors === 0 && revocation.raw.timeouts === 0 ? 0 : 1;
   } finally {
     if (echo) {
-      echo.kill("SIGTERM");
-      const exited = await Promise.race([echo.exited, sleep(10_000).then(() => "timeout")]);
-      if (exited === "timeout") echo.kill("SIGKILL");
+      echo.child.kill("SIGTERM");
+      const exited = await Promise.race([echo.child.exited, sleep(10_000).then(() => "timeout")]);
+      if (exited === "timeout") echo.child.kill("SIGKILL");
     }
     await auth?.stop();
     await slice.cleanup();
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** The guarded/open echo server, a process of its own. */
+interface Echo {
+  child: Child;
+  ports: Record<Mode, number>;
+  pid: number;
+}
+
+async function startEcho(slice: Isolated): Promise<Echo> {
+  const child = runTs(ECHO, {
+    env: { ...slice.env, SPOOL_LOG_LEVEL: "warn", SPOOL_BENCH_AUTH_AUDIENCE: ECHO_AUDIENCE },
+  });
+  const ready = await child.waitFor(new RegExp(`${READY_PREFIX} \\{[^\\n]*\\}`), 60_000);
+  const ports = JSON.parse(ready.slice(READY_PREFIX.length + 1)) as Record<Mode, number>;
+  const pid = child.proc.pid;
+  if (pid === undefined) throw new Error("echo server has no pid");
+  return { child, ports, pid };
+}
+
+interface Throughput {
+  tokens: string[];
+  load: LoadResult;
+  open: ModeFigure;
+  guarded: ModeFigure;
+  bestRatio: number;
+  pairs: { all: number[]; quiet: number[] };
+  pairsAll: Summary;
+  pairsQuiet: Summary;
+  /** The figure judged against the goal (see measureThroughput). */
+  ratio: number;
+  cpuRatio: number | undefined;
+  hits: number;
+  misses: number;
+  hitRate: number;
+  statsBefore: EchoStats;
+  statsAfter: EchoStats;
+}
+
+async function measureThroughput(auth: TestAuth, echo: Echo, tmp: string, s: Settings): Promise<Throughput> {
+  const t = performance.now();
+  const tokens = await issueTokens(auth, s.tokens, s.sessions);
+  log(
+    `${tokens.length} access tokens from ${s.sessions} sessions in ${((performance.now() - t) / 1000).toFixed(1)} s`,
+  );
+  const tokensFile = path.join(tmp, "tokens.txt");
+  await writeFile(tokensFile, `${tokens.join("\n")}\n`, { mode: 0o600 });
+  const rounds: Mode[] = [];
+  for (let i = 0; i < s.roundsPerMode; i++) {
+    rounds.push(...((i % 2 === 0 ? ["open", "guarded"] : ["guarded", "open"]) as Mode[]));
+  }
+  const quiet = await waitForQuiet(s.quietWaitMs);
+  if (quiet !== undefined && quiet > 0.3) {
+    log(`(still ${quiet.toFixed(2)} CPUs busy outside the bench after waiting; measuring anyway)`);
+  }
+  log(
+    `load: ${s.concurrency} in flight over ${s.connections} connection(s), ${s.warmupMs} ms warm-up per port, rounds ${rounds.join(", ")} ` +
+      `of ${s.roundMs} ms`,
+  );
+  // One call first, so the echo server has fetched the signing keys before the burst: a cold
+  // KvJwksSource answers callers that arrive while its first fetch is in flight with
+  // "unknown key" (they do not wait for the fetch) — a cold-start effect, not the steady state.
+  await primeGuarded(echo.ports.guarded, tokens[0] ?? "");
+  const statsBefore = await echoStats(echo.child, 1);
+  const load = await runLoad({
+    ports: echo.ports,
+    serverPid: echo.pid,
+    tokensFile,
+    concurrency: s.concurrency,
+    connections: s.connections,
+    warmupMs: s.warmupMs,
+    roundMs: s.roundMs,
+    rounds,
+    callDeadlineMs: 10_000,
+    quietWaitMs: s.roundQuietWaitMs,
+  });
+  const statsAfter = await echoStats(echo.child, 2);
+  for (const r of load.rounds) {
+    log(
+      `  ${r.mode.padEnd(7)} ${fmtCount(r.rate).padStart(7)} calls/s  p50 ${fmtMs(r.latencyMs.p50)} ms  ` +
+        `p99 ${fmtMs(r.latencyMs.p99)} ms  server ${r.serverCpuUsPerCall?.toFixed(0) ?? "?"} µs CPU/call  ` +
+        `cpu server ${r.cpu?.server ?? "?"} load ${r.cpu?.load ?? "?"} other ${r.cpu?.other ?? "?"}` +
+        (r.errors > 0 ? `  ${r.errors} ERRORS` : ""),
+    );
+  }
+  if (load.warmupErrors > 0) log(`  ${load.warmupErrors} calls failed during warm-up`);
+  for (const e of load.errorSamples) log(`  error: ${e}`);
+  const open = figureFor(load.rounds, "open");
+  const guarded = figureFor(load.rounds, "guarded");
+  const pairs = pairRatios(load.rounds);
+  const pairsAll = summarize(pairs.all);
+  const pairsQuiet = summarize(pairs.quiet);
+  const hits = statsAfter.hits - statsBefore.hits;
+  const misses = statsAfter.misses - statsBefore.misses;
+  return {
+    tokens,
+    load,
+    open,
+    guarded,
+    bestRatio: guarded.rate / open.rate,
+    pairs,
+    pairsAll,
+    pairsQuiet,
+    // The figure judged against the goal: the median guarded/open ratio of adjacent rounds where
+    // the rest of the machine stayed quiet (of every pair when fewer than 3 were). The ratio of
+    // the two best rounds is shown beside it; one lucky round can move it either way.
+    ratio: pairsQuiet.count >= 3 ? pairsQuiet.p50 : pairsAll.p50,
+    // The echo server's measured CPU per call, open over guarded: recorded, but on a shared 2-core
+    // machine it moves by ±15% from round to round (contention, batching at different rates), more
+    // than the guard costs; the in-process guard cost below is the cross-check in the table.
+    cpuRatio:
+      open.serverCpuUsPerCall !== undefined && guarded.serverCpuUsPerCall !== undefined
+        ? open.serverCpuUsPerCall / guarded.serverCpuUsPerCall
+        : undefined,
+    hits,
+    misses,
+    hitRate: hits / Math.max(1, hits + misses),
+    statsBefore,
+    statsAfter,
+  };
+}
+
+interface Revocation {
+  raw: Awaited<ReturnType<typeof revocationDelays>>;
+  rev: Summary;
+  polls: Summary;
+  /** Refused at the first poll: revoked by the time Logout's answer reached the client. */
+  firstPoll: number;
+}
+
+async function measureRevocation(auth: TestAuth, guardedPort: number, s: Settings): Promise<Revocation> {
+  const t = performance.now();
+  log(`revocation: ${s.revocations} × login, accepted, Logout, poll every ${s.pollMs} ms until refused`);
+  const raw = await revocationDelays(auth, guardedPort, s);
+  const rev = summarize(raw.delaysMs);
+  log(
+    `  p50 ${fmtMs(rev.p50)} ms, p99 ${fmtMs(rev.p99)} ms, max ${fmtMs(rev.max)} ms` +
+      ` (${((performance.now() - t) / 1000).toFixed(1)} s)`,
+  );
+  return { raw, rev, polls: summarize(raw.polls), firstPoll: raw.polls.filter((n) => n === 1).length };
+}
+
+interface Guard {
+  cost: GuardCost;
+  /** What a server-bound service would keep: its CPU per call, plus the guard's. */
+  serverBound: number | undefined;
+}
+
+async function measureGuard(slice: Isolated, { tokens, open }: Throughput): Promise<Guard> {
+  log("guard cost: the same handler direct and through guarded(), in-process, cached tokens");
+  const cost = await measureGuardCost({ env: slice.env, tokens, audience: ECHO_AUDIENCE });
+  log(
+    `  ${(cost.plainNsPerCall / 1000).toFixed(2)} µs direct, ` +
+      `${(cost.guardedNsPerCall / 1000).toFixed(2)} µs guarded: +${cost.guardUsPerCall.toFixed(2)} µs/call`,
+  );
+  const serverBound =
+    open.serverCpuUsPerCall === undefined
+      ? undefined
+      : open.serverCpuUsPerCall / (open.serverCpuUsPerCall + cost.guardUsPerCall);
+  return { cost, serverBound };
+}
+
+interface Logins {
+  login: Summary;
+  argon2: Summary;
+  /** argon2's share of the login p50. */
+  share: number;
+}
+
+async function measureLogins(auth: TestAuth, s: Settings): Promise<Logins> {
+  log(`login: ${s.logins} sequential logins, then ${s.logins} argon2id verifications alone`);
+  const { login, argon2 } = await loginLatency(auth, s);
+  const share = argon2.p50 / login.p50;
+  log(
+    `  login p50 ${fmtMs(login.p50)} ms p99 ${fmtMs(login.p99)} ms; ` +
+      `argon2id p50 ${fmtMs(argon2.p50)} ms (${fmtPct(share, 0)} of login)`,
+  );
+  return { login, argon2, share };
+}
+
+interface Measured {
+  throughput: Throughput;
+  revocation: Revocation;
+  guard: Guard;
+  logins: Logins;
+  statsEnd: EchoStats;
+}
+
+const overheadPass = ({ throughput: t }: Measured) =>
+  t.ratio >= GOALS.minGuardedRatio && t.guarded.errors === 0 && t.open.errors === 0;
+const revocationPass = ({ revocation: r }: Measured) =>
+  r.rev.p99 < GOALS.maxRevocationP99Ms && r.raw.timeouts === 0;
+
+function tableRows(m: Measured, s: Settings): Row[] {
+  const { open, guarded, ratio, pairsAll, pairsQuiet, bestRatio, hits, misses, hitRate, tokens } =
+    m.throughput;
+  const { rev, raw, firstPoll } = m.revocation;
+  const { cost: guardCost, serverBound } = m.guard;
+  const { login, argon2, share } = m.logins;
+  const roundsText = (f: ModeFigure) => f.roundRates.map(fmtCount).join(", ");
+  const modeValue = (f: ModeFigure) =>
+    `${fmtCount(f.rate)} calls/s (best of ${f.roundRates.length}: ${roundsText(f)}); ` +
+    `p50 ${fmtMs(f.latencyMs.p50)} ms, p99 ${fmtMs(f.latencyMs.p99)} ms` +
+    (f.serverCpuUsPerCall === undefined
+      ? ""
+      : `; server ${f.serverCpuUsPerCall.toFixed(0)} µs CPU/call ` +
+        `(median of ${f.cpuRounds} ${f.cpuRoundsQuiet ? "quiet" : "(none quiet)"} rounds)`);
+  const failed = guarded.errors + open.errors;
+  return [
+    {
+      figure: `Unary RPC, unauthenticated (raw limit), ${s.concurrency} in flight`,
+      value: modeValue(open),
+      goal: "—",
+      result: "—",
+    },
+    {
+      figure: `Same RPC, authenticated (guarded + verifier), ${s.concurrency} in flight`,
+      value: modeValue(guarded),
+      goal: "—",
+      result: "—",
+    },
+    {
+      figure: "Authenticated / unauthenticated throughput (median of adjacent round pairs)",
+      value:
+        `${fmtPct(ratio, 1)} (overhead ${fmtPct(1 - ratio, 1)}); ` +
+        (pairsQuiet.count >= 3
+          ? `${pairsQuiet.count} quiet pairs of ${pairsAll.count}`
+          : `all ${pairsAll.count} pairs, ${pairsQuiet.count} quiet`) +
+        `; best rounds ${fmtPct(bestRatio, 1)}` +
+        (failed > 0 ? `; ${failed} failed calls` : ""),
+      goal: `≥ ${fmtPct(GOALS.minGuardedRatio, 0)} (overhead ≤ ${fmtPct(1 - GOALS.minGuardedRatio, 0)})`,
+      result: overheadPass(m) ? "PASS" : "FAIL",
+    },
+    {
+      figure: "Guard's own CPU per call (in-process, cache hit) → server-bound throughput",
+      value:
+        `+${guardCost.guardUsPerCall.toFixed(2)} µs/call (${(guardCost.plainNsPerCall / 1000).toFixed(2)} → ` +
+        `${(guardCost.guardedNsPerCall / 1000).toFixed(2)} µs)` +
+        (serverBound === undefined
+          ? ""
+          : `; on ${open.serverCpuUsPerCall?.toFixed(0)} µs server CPU/call: ${fmtPct(serverBound, 1)} ` +
+            `(overhead ${fmtPct(1 - serverBound, 1)})`),
+      goal: `≥ ${fmtPct(GOALS.minGuardedRatio, 0)} (cross-check)`,
+      result: serverBound === undefined ? "—" : serverBound >= GOALS.minGuardedRatio ? "PASS" : "FAIL",
+    },
+    {
+      figure: "Verified-token cache hit rate under load",
+      value: `${fmtPct(hitRate, 2)} (${hits.toLocaleString("en-US")} hits, ${misses.toLocaleString("en-US")} misses; ${tokens.length} distinct tokens)`,
+      goal: "— (reported)",
+      result: "—",
+    },
+    {
+      figure: "Revocation propagation, Logout returned → other process refuses",
+      value:
+        `p50 ${fmtMs(rev.p50)} ms, p99 ${fmtMs(rev.p99)} ms, max ${fmtMs(rev.max)} ms (n = ${rev.count}; ` +
+        `refused at the first poll ${firstPoll}/${rev.count}` +
+        `${raw.timeouts > 0 ? `; ${raw.timeouts} not seen within ${s.revocationBoundMs} ms` : ""})`,
+      goal: `p99 < ${GOALS.maxRevocationP99Ms} ms`,
+      result: revocationPass(m) ? "PASS" : "FAIL",
+    },
+    {
+      figure: "Login latency (client-observed, sequential)",
+      value: `p50 ${fmtMs(login.p50)} ms, p99 ${fmtMs(login.p99)} ms (n = ${login.count})`,
+      goal: "— (reported)",
+      result: "—",
+    },
+    {
+      figure: "argon2id verify alone (m = 19 MiB, t = 2, p = 1)",
+      value: `p50 ${fmtMs(argon2.p50)} ms, p99 ${fmtMs(argon2.p99)} ms; share of login p50 ${fmtPct(share, 0)}`,
+      goal: "— (reported)",
+      result: "—",
+    },
+  ];
+}
+
+function reportNotes(m: Measured): string[] {
+  const { ratio, pairs } = m.throughput;
+  const { serverBound } = m.guard;
+  const { rev } = m.revocation;
+  const notes: string[] = [];
+  if (!overheadPass(m)) {
+    notes.push(
+      `Authenticated throughput is ${fmtPct(ratio, 1)} of unauthenticated, below the ${fmtPct(GOALS.minGuardedRatio, 0)} goal.`,
+    );
+  }
+  if (serverBound !== undefined && serverBound >= GOALS.minGuardedRatio !== overheadPass(m)) {
+    notes.push(
+      `The measured throughput ratio (${fmtPct(ratio, 1)}) and the server-bound estimate from the guard's ` +
+        `own cost (${fmtPct(serverBound, 1)}) disagree about the goal: other jobs on the machine set the pace.`,
+    );
+  }
+  if (pairs.quiet.length < 3) {
+    notes.push(
+      `Only ${pairs.quiet.length} pair(s) of rounds ran with the rest of the machine quiet: ` +
+        "the throughput ratio is the median of all pairs and carries their noise.",
+    );
+  }
+  if (!revocationPass(m)) notes.push(`Revocation p99 ${fmtMs(rev.p99)} ms misses the < 1 s goal.`);
+  return notes;
+}
+
+/** The measurements as the JSON report records them. */
+function reportBody(m: Measured, s: Settings) {
+  const t = m.throughput;
+  const r = m.revocation;
+  return {
+    throughput: {
+      open: t.open,
+      guarded: t.guarded,
+      ratio: t.ratio,
+      overhead: 1 - t.ratio,
+      bestRoundsRatio: t.bestRatio,
+      pairRatios: t.pairs,
+      serverCpuRatio: t.cpuRatio,
+      guardCost: m.guard.cost,
+      serverBoundRatio: m.guard.serverBound,
+      goalMinRatio: GOALS.minGuardedRatio,
+    },
+    rounds: t.load.rounds,
+    warmupErrors: t.load.warmupErrors,
+    errorSamples: t.load.errorSamples,
+    cache: {
+      hits: t.hits,
+      misses: t.misses,
+      hitRate: t.hitRate,
+      distinctTokens: t.tokens.length,
+      before: t.statsBefore,
+      after: t.statsAfter,
+    },
+    echoStatsAtEnd: m.statsEnd,
+    revocation: {
+      delayMs: r.rev,
+      polls: r.polls,
+      refusedAtFirstPoll: r.firstPoll,
+      timeouts: r.raw.timeouts,
+      pollMs: s.pollMs,
+      goalP99Ms: GOALS.maxRevocationP99Ms,
+      samplesMs: r.raw.delaysMs,
+    },
+    login: { latencyMs: m.logins.login, argon2Ms: m.logins.argon2, argon2ShareOfP50: m.logins.share },
+    results: { overhead: overheadPass(m) ? "PASS" : "FAIL", revocation: revocationPass(m) ? "PASS" : "FAIL" },
+  };
 }
 
 main().then(

@@ -1,4 +1,4 @@
-import { machineBusyJiffies, processJiffiesOf, TICKS_PER_SECOND } from "../lib/cpu.js";
+import type { Summary } from "../lib/summary.js";
 
 /** echo-server.ts prints `<READY_PREFIX> {"guarded":port,"open":port}` once listening. */
 export const READY_PREFIX = "spool-bench-echo";
@@ -41,14 +41,6 @@ export interface LoadPlan {
   quietWaitMs: number;
 }
 
-export interface Summary {
-  count: number;
-  p50: number;
-  p99: number;
-  max: number;
-  mean: number;
-}
-
 export interface CpuCores {
   /** Average CPUs busy with the echo server process. */
   server: number;
@@ -79,36 +71,4 @@ export interface LoadResult {
   warmupErrors: number;
   /** A few error messages, when calls failed (warm-up included). */
   errorSamples: string[];
-}
-
-/** Nearest-rank percentile of an ascending array. */
-export function percentile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[i] ?? Number.NaN;
-}
-
-export function summarize(values: readonly number[]): Summary {
-  const sorted = Float64Array.from(values).sort();
-  const arr = Array.from(sorted);
-  const sum = arr.reduce((a, b) => a + b, 0);
-  return {
-    count: arr.length,
-    p50: percentile(arr, 0.5),
-    p99: percentile(arr, 0.99),
-    max: arr.at(-1) ?? Number.NaN,
-    mean: arr.length > 0 ? sum / arr.length : Number.NaN,
-  };
-}
-
-/** CPU seconds (user + system) a process has used, from /proc; undefined elsewhere. */
-export function processCpuSeconds(pid: number | "self"): number | undefined {
-  const j = processJiffiesOf(pid);
-  return j === undefined ? undefined : j / TICKS_PER_SECOND;
-}
-
-/** CPU seconds the whole machine has been busy, from /proc/stat. */
-export function machineBusySeconds(): number | undefined {
-  const j = machineBusyJiffies();
-  return j === undefined ? undefined : j / TICKS_PER_SECOND;
 }

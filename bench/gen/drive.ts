@@ -3,10 +3,11 @@
 // generations evenly spread over a short interval, open F followers on each,
 // wait until every follower has its first event, let it settle, measure a
 // window, then wait for every stream to end and check each one.
+
+import { Histogram } from "../lib/summary.js";
 import {
   type CpuCores,
   checkStreams,
-  Histogram,
   StreamTrack,
   sampleCpu,
   sleep,

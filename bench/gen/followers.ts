@@ -13,6 +13,7 @@ import {
   GenerationStatus,
   type StartGenerationRequest,
 } from "@spool/proto/spool/generation/v1/generation.js";
+import { summarize } from "../lib/summary.js";
 import { type Driver, driveThroughput, type Sink } from "./drive.js";
 import {
   type CancelPlan,
@@ -23,7 +24,6 @@ import {
   printResult,
   type StreamTrack,
   sleep,
-  summarize,
   type ThroughputPlan,
   wallClock,
 } from "./shared.js";

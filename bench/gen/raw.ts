@@ -8,7 +8,8 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { GenerationEvent } from "@spool/proto/spool/generation/v1/generation.js";
-import { Histogram, wallClock } from "./shared.js";
+import { Histogram } from "../lib/summary.js";
+import { wallClock } from "./shared.js";
 
 export interface RawConsume {
   stream: string;

@@ -1,41 +1,15 @@
-// generation-stream benchmark, one run on one machine:
-//   1. Spool: G generations × F followers with the built-in model, followers
-//      (gRPC FollowGeneration) in a process of their own; 100 × 10 at 20 and
-//      50 tokens/s (the goal point), then higher token rates until
-//      deliveries/s stops growing. Deliveries/s and producer-append → follower-receipt
-//      delay p50/p99/max; every stream checked event by event.
-//   2. The peer, interleaved step by step at the same offered load:
-//      resumable-stream 2.2.13 behind an HTTP server-sent-events endpoint in a
-//      Node process of its own (peer-server.ts), on the same Redis, followers
-//      as HTTP clients in another process (peer-followers.ts).
-//   3. Cancel latency: N long generations, each followed; Cancel returning →
-//      the follower receiving the terminal `cancelled` event.
-//   4. The raw limits: a bare ordered consumer reading the GEN_OUTPUT messages
-//      the service wrote, and — beside each Spool step — the JetStream leg of
-//      the delay alone (an ordered consumer on every output subject, here).
-// Auth runs in this process; generation-stream is a child process (its
-// main.ts), restarted per token rate (the built-in model's rate is process
-// configuration). Everything runs on an isolated slice (stream prefix,
-// database, Redis prefix) removed at the end.
-//
-//   node --conditions=@spool/source --import tsx bench/gen/run.ts
-//
-// Settings (environment): SPOOL_BENCH_GEN_GENERATIONS, _FOLLOWERS, _RATES,
-// _GOAL_RATE, _DURATION_S, _SPREAD_MS, _WARMUP_MS, _WINDOW_MS, _CONNECTIONS,
-// _COALESCE_MS, _GROWTH, _CANCELS, _CANCEL_SPACING_MS, _RAW_MESSAGES,
-// _RAW_ROUNDS, _QUIET_WAIT_MS, _NOISY_CPUS, _SKIP_PEER, _PROFILE_DIR; server
-// URLs from SPOOL_TEST_{NATS,DATABASE,REDIS}_URL, loopback defaults otherwise.
-// Writes bench/results/gen-<timestamp>.json. Exits 1 only when a Spool
-// delivery was lost or duplicated; a missed goal is reported, not failed.
-import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { connect } from "@nats-io/transport-node";
-import { type Child, type InfraUrls, isolate, runTs, urlsFromEnv } from "@spool/testing";
-import { startTestAuth, type TestAuth } from "../../services/auth/test/harness.js";
-import { authCall, genEnv } from "../../services/generation-stream/test/harness.js";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { startTestAuth, type TestAuth } from "@spool/auth/testing";
+import { authCall, genEnv } from "@spool/generation-stream/testing";
+import { type Child, type Isolated, isolate, runTs } from "@spool/testing";
 import { waitForQuiet } from "../lib/cpu.js";
-import { describeMachine, gitCommit, type Machine } from "../lib/infra.js";
+import { envInt, infraUrls, progressLog } from "../lib/env.js";
+import { describeMachine, gitCommit, type Machine, machineText } from "../lib/infra.js";
+import { RESULTS_DIR, writeResultFile } from "../lib/report.js";
+import type { Summary } from "../lib/summary.js";
+import { fmtCount, fmtMs, markdownTable } from "../lib/table.js";
 import { delaysWithin, observeOutput, type RawConsume, rawConsume } from "./raw.js";
 import {
   type CancelPlan,
@@ -47,12 +21,12 @@ import {
   type Plan,
   RESULT_PREFIX,
   type Result,
-  type Summary,
   sleep,
   type ThroughputPlan,
   type ThroughputResult,
 } from "./shared.js";
 
+const log = progressLog("bench:gen");
 const here = path.dirname(fileURLToPath(import.meta.url));
 const FOLLOWERS = path.join(here, "followers.ts");
 const PEER_SERVER = path.join(here, "peer-server.ts");
@@ -68,19 +42,6 @@ const GOALS = {
   maxCancelP99Ms: 500,
 } as const;
 
-function log(message: string): void {
-  process.stderr.write(`[bench:gen] ${message}\n`);
-}
-
-function int(name: string, fallback: number, min: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw.replaceAll("_", ""));
-  if (!Number.isSafeInteger(n) || n < min)
-    throw new Error(`${name} must be an integer >= ${min}, got ${raw}`);
-  return n;
-}
-
 function settings() {
   const rates = (process.env.SPOOL_BENCH_GEN_RATES ?? "20,50,100,200,400")
     .split(",")
@@ -88,33 +49,33 @@ function settings() {
   if (rates.length === 0 || rates.some((r) => !Number.isSafeInteger(r) || r < 1)) {
     throw new Error("SPOOL_BENCH_GEN_RATES must be a comma-separated list of positive integers");
   }
-  const goalRate = int("SPOOL_BENCH_GEN_GOAL_RATE", 50, 1);
+  const goalRate = envInt("SPOOL_BENCH_GEN_GOAL_RATE", 50, 1);
   if (!rates.includes(goalRate))
     throw new Error(`SPOOL_BENCH_GEN_RATES must include the goal rate ${goalRate}`);
   const growth = Number(process.env.SPOOL_BENCH_GEN_GROWTH ?? "1.1");
   if (!(growth > 1)) throw new Error("SPOOL_BENCH_GEN_GROWTH must be > 1");
   return {
-    generations: int("SPOOL_BENCH_GEN_GENERATIONS", 100, 1),
-    followers: int("SPOOL_BENCH_GEN_FOLLOWERS", 10, 1),
+    generations: envInt("SPOOL_BENCH_GEN_GENERATIONS", 100, 1),
+    followers: envInt("SPOOL_BENCH_GEN_FOLLOWERS", 10, 1),
     /** Tokens per second per generation, one step each, ascending until saturation. */
     rates,
     /** The goal point's rate (p99 < 25 ms at G × F × this); cancel latency is measured on its service. */
     goalRate,
     /** Each generation lasts this long (length = rate × duration). */
-    durationS: int("SPOOL_BENCH_GEN_DURATION_S", 18, 5),
-    spreadMs: int("SPOOL_BENCH_GEN_SPREAD_MS", 1_000, 0),
-    warmupMs: int("SPOOL_BENCH_GEN_WARMUP_MS", 3_000, 0),
-    windowMs: int("SPOOL_BENCH_GEN_WINDOW_MS", 8_000, 1_000),
-    connections: int("SPOOL_BENCH_GEN_CONNECTIONS", 4, 1),
+    durationS: envInt("SPOOL_BENCH_GEN_DURATION_S", 18, 5),
+    spreadMs: envInt("SPOOL_BENCH_GEN_SPREAD_MS", 1_000, 0),
+    warmupMs: envInt("SPOOL_BENCH_GEN_WARMUP_MS", 3_000, 0),
+    windowMs: envInt("SPOOL_BENCH_GEN_WINDOW_MS", 8_000, 1_000),
+    connections: envInt("SPOOL_BENCH_GEN_CONNECTIONS", 4, 1),
     /** SPOOL_COALESCE_WINDOW_MS of the service: 0, so each token is one event while appends keep up. */
-    coalesceMs: int("SPOOL_BENCH_GEN_COALESCE_MS", 0, 0),
+    coalesceMs: envInt("SPOOL_BENCH_GEN_COALESCE_MS", 0, 0),
     /** A step whose deliveries/s is below growth × the previous step's counts as saturated. */
     growth,
-    cancels: int("SPOOL_BENCH_GEN_CANCELS", 50, 1),
-    cancelSpacingMs: int("SPOOL_BENCH_GEN_CANCEL_SPACING_MS", 40, 0),
-    rawMessages: int("SPOOL_BENCH_GEN_RAW_MESSAGES", 200_000, 1_000),
-    rawRounds: int("SPOOL_BENCH_GEN_RAW_ROUNDS", 3, 1),
-    quietWaitMs: int("SPOOL_BENCH_GEN_QUIET_WAIT_MS", 5_000, 0),
+    cancels: envInt("SPOOL_BENCH_GEN_CANCELS", 50, 1),
+    cancelSpacingMs: envInt("SPOOL_BENCH_GEN_CANCEL_SPACING_MS", 40, 0),
+    rawMessages: envInt("SPOOL_BENCH_GEN_RAW_MESSAGES", 200_000, 1_000),
+    rawRounds: envInt("SPOOL_BENCH_GEN_RAW_ROUNDS", 3, 1),
+    quietWaitMs: envInt("SPOOL_BENCH_GEN_QUIET_WAIT_MS", 5_000, 0),
     skipPeer: process.env.SPOOL_BENCH_GEN_SKIP_PEER === "1",
     /** A step during which other jobs kept more CPUs than this busy is run again (once). */
     noisyCpus: Number(process.env.SPOOL_BENCH_GEN_NOISY_CPUS ?? "0.3"),
@@ -123,15 +84,6 @@ function settings() {
   };
 }
 type Settings = ReturnType<typeof settings>;
-
-function infraUrls(): InfraUrls {
-  const given = urlsFromEnv();
-  return {
-    natsUrl: given.natsUrl ?? "nats://127.0.0.1:4222",
-    databaseUrl: given.databaseUrl ?? "postgres://postgres@127.0.0.1:5432/postgres",
-    redisUrl: given.redisUrl ?? "redis://127.0.0.1:6379",
-  };
-}
 
 async function runPlan<R extends Result>(file: string, plan: Plan): Promise<R> {
   const child = runTs(file, { env: { [PLAN_ENV]: JSON.stringify(plan) } });
@@ -251,13 +203,9 @@ interface Step {
   saturated: boolean;
 }
 
-const fmt = (n: number) => Math.round(n).toLocaleString("en-US");
-/** Milliseconds; "—" for no value (NaN, or null once a NaN went through JSON). */
-const ms = (n: number | null) =>
-  n === null || Number.isNaN(n) ? "—" : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2);
-const delays = (d: Summary) => `p50 ${ms(d.p50)} / p99 ${ms(d.p99)} / max ${ms(d.max)} ms`;
+const delays = (d: Summary) => `p50 ${fmtMs(d.p50)} / p99 ${fmtMs(d.p99)} / max ${fmtMs(d.max)} ms`;
 const completeText = (r: ThroughputResult) =>
-  `${fmt(r.check.complete)}/${fmt(r.check.streams)} streams complete, ${fmt(r.check.delivered)}/${fmt(r.check.expected)} events`;
+  `${fmtCount(r.check.complete)}/${fmtCount(r.check.streams)} streams complete, ${fmtCount(r.check.delivered)}/${fmtCount(r.check.expected)} events`;
 const everyDelivery = (r: ThroughputResult) =>
   r.check.complete === r.check.streams && r.check.delivered === r.check.expected;
 
@@ -266,8 +214,8 @@ function stepLine(st: Step): string {
   const c = r.cpu;
   return (
     `${st.side.padEnd(5)} ${String(st.tokensPerSecond).padStart(4)} tok/s: ` +
-    `${fmt(r.window.rate).padStart(7)} deliveries/s of ${fmt(r.offeredPerSecond)} offered ` +
-    `(${fmt(r.window.tokenRate)} tokens/s; ${r.window.seconds.toFixed(1)} s window${r.window.steady ? "" : ", NOT steady"}), ` +
+    `${fmtCount(r.window.rate).padStart(7)} deliveries/s of ${fmtCount(r.offeredPerSecond)} offered ` +
+    `(${fmtCount(r.window.tokenRate)} tokens/s; ${r.window.seconds.toFixed(1)} s window${r.window.steady ? "" : ", NOT steady"}), ` +
     `${delays(r.delayMs)}` +
     (st.jetstreamLegMs ? ` (JetStream leg alone ${delays(st.jetstreamLegMs)})` : "") +
     `; ${completeText(r)}` +
@@ -290,11 +238,27 @@ interface Row {
 }
 
 function renderTable(rows: Row[]): string {
-  return [
-    "| figure | value | raw / peer beside | goal | result |",
-    "| --- | --- | --- | --- | --- |",
-    ...rows.map((r) => `| ${r.figure} | ${r.value} | ${r.beside} | ${r.goal} | ${r.result} |`),
-  ].join("\n");
+  return markdownTable(
+    ["figure", "value", "raw / peer beside", "goal", "result"],
+    rows.map((r) => [r.figure, r.value, r.beside, r.goal, r.result]),
+  );
+}
+
+/** What the steps of the run share. */
+interface Run {
+  s: Settings;
+  nc: NatsConnection;
+  slice: Isolated;
+  /** The generation-stream service's environment (auth's keys included). */
+  env: Record<string, string>;
+  /** A fresh access token of the bench's user. */
+  login: () => Promise<string>;
+  steps: Step[];
+  /** Best deliveries/s so far, per side. */
+  best: { spool: number; peer: number };
+  /** Sides that saturated past the goal rate: no more steps for them. */
+  done: { spool: boolean; peer: boolean };
+  cancel?: CancelResult;
 }
 
 async function main(): Promise<number> {
@@ -310,183 +274,247 @@ async function main(): Promise<number> {
     await nc.close();
     throw e;
   }
-  log(
-    `machine: ${machine.cpus} CPUs (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ` +
-      `nats-server ${machine.natsServer}, PostgreSQL ${machine.postgres}`,
-  );
+  log(`machine: ${machineText(machine)}`);
 
   const slice = await isolate(urls, "benchgen");
   let auth: TestAuth | undefined;
-  let service: Child | undefined;
-  let peer: Child | undefined;
-  let peerPort: number | undefined;
-  const steps: Step[] = [];
-  let cancel: CancelResult | undefined;
+  let peer: { child: Child; port: number } | undefined;
+  let run: Run | undefined;
   let raw: RawConsume | undefined;
   try {
     log(`slice ${slice.id}: auth in this process`);
     auth = await startTestAuth(slice);
     const a = auth.client;
-    const login = async () => (await authCall(a.login, a, ADMIN)).tokens?.accessToken ?? "";
-    const env = {
-      ...genEnv(slice, {
-        // The service's own defaults, not the integration tests' short ones.
-        SPOOL_LEASE_MS: "15000",
-        SPOOL_SWEEP_INTERVAL_MS: "2000",
-        SPOOL_HEARTBEAT_MS: "10000",
-        // One user drives the whole run: its limits raised to the most the config accepts.
-        SPOOL_LIMIT_MAX_ACTIVE: "1000",
-        SPOOL_LIMIT_STARTS_PER_WINDOW: "100000",
-      }),
-      SPOOL_MASTER_KEYS: auth.env.SPOOL_MASTER_KEYS ?? "",
-      SPOOL_TOKEN_SECRET: auth.env.SPOOL_TOKEN_SECRET ?? "",
+    run = {
+      s,
+      nc,
+      slice,
+      env: serviceEnv(slice, auth),
+      login: async () => (await authCall(a.login, a, ADMIN)).tokens?.accessToken ?? "",
+      steps: [],
+      best: { spool: 0, peer: 0 },
+      done: { spool: false, peer: s.skipPeer },
     };
-    if (!s.skipPeer) {
-      peer = runTs(PEER_SERVER, {
-        env: {
-          REDIS_URL: slice.redisUrl,
-          SPOOL_BENCH_GEN_PEER_PREFIX: `${slice.redisPrefix}peer`,
-          ...profileEnv(s),
-        },
-      });
-      const ready = await peer.waitFor(new RegExp(`${PEER_READY_PREFIX} [^\\n]*`), 60_000);
-      peerPort = (JSON.parse(ready.slice(PEER_READY_PREFIX.length + 1)) as { port: number }).port;
-      log(`peer: resumable-stream SSE endpoint on port ${peerPort} (pid ${peer.proc.pid})`);
-    }
-
+    if (!s.skipPeer) peer = await startPeer(slice, s);
     log(
       `throughput: ${s.generations} generations × ${s.followers} followers, token rates ${s.rates.join(", ")}/s ` +
         `(${s.durationS} s each), coalesce window ${s.coalesceMs} ms, ${s.connections} gRPC connections`,
     );
-    const best = { spool: 0, peer: 0 };
-    const done = { spool: false, peer: s.skipPeer };
     for (const [i, rate] of s.rates.entries()) {
-      if (done.spool && done.peer) break;
-      const tokens = rate * s.durationS;
-      const basePlan = {
-        kind: "throughput" as const,
-        generations: s.generations,
-        followers: s.followers,
-        tokensPerSecond: rate,
-        tokens,
-        connections: s.connections,
-        spreadMs: s.spreadMs,
-        warmupMs: s.warmupMs,
-        windowMs: s.windowMs,
-        endTimeoutMs: 180_000,
-        stallMs: 15_000,
-      };
-      if (!done.spool) {
-        const svc = await startService(env, rate, s);
-        service = svc.child;
-        try {
-          const plan: ThroughputPlan = {
-            ...basePlan,
-            target: `127.0.0.1:${svc.port}`,
-            token: await login(),
-            label: `s${i}`,
-            serverPid: service.proc.pid ?? 0,
-            orchestratorPid: process.pid,
-          };
-          const { result, otherLoadBefore, discarded, jetstreamLegMs } = await measureStep(
-            FOLLOWERS,
-            plan,
-            s,
-            () => observeOutput(nc, `${slice.id}_GEN_OUTPUT`, `${slice.id}.gen.output.>`),
-          );
-          const saturated = i > 0 && result.window.rate < s.growth * best.spool;
-          const st: Step = {
-            side: "spool",
-            tokensPerSecond: rate,
-            tokens,
-            otherLoadBefore,
-            result,
-            discarded,
-            jetstreamLegMs,
-            saturated,
-          };
-          steps.push(st);
-          log(stepLine(st));
-          best.spool = Math.max(best.spool, result.window.rate);
-          if (saturated && rate >= s.goalRate) done.spool = true;
-          if (rate === s.goalRate) {
-            // Cancel latency on the same service: generations at this rate that run until cancelled.
-            await waitForQuiet(s.quietWaitMs);
-            const cancelPlan: CancelPlan = {
-              kind: "cancel",
-              target: plan.target,
-              token: await login(),
-              label: "cancel",
-              count: s.cancels,
-              deltasBeforeCancel: 5,
-              spacingMs: s.cancelSpacingMs,
-              terminalTimeoutMs: 10_000,
-            };
-            cancel = await runPlan<CancelResult>(FOLLOWERS, cancelPlan);
-            log(
-              `cancel: ${cancel.count} generations, Cancel returned → terminal received ${delays(cancel.latencyMs)} ` +
-                `(Cancel sent → terminal ${delays(cancel.fromSendMs)}; terminal before Cancel returned ` +
-                `${cancel.terminalBeforeReturn}; not cancelled ${cancel.notCancelled}; timeouts ${cancel.timeouts})`,
-            );
-          }
-        } finally {
-          await stopChild(service);
-          service = undefined;
-        }
-      }
-      if (!done.peer && peer && peerPort !== undefined) {
-        const before = await peerStats(peer);
-        const plan: ThroughputPlan = {
-          ...basePlan,
-          target: `http://127.0.0.1:${peerPort}`,
-          token: "",
-          label: `p${i}`,
-          serverPid: peer.proc.pid ?? 0,
-          orchestratorPid: process.pid,
-        };
-        const { result, otherLoadBefore, discarded } = await measureStep(PEER_FOLLOWERS, plan, s);
-        const after = await peerStats(peer);
-        const saturated = i > 0 && result.window.rate < s.growth * best.peer;
-        const st: Step = {
-          side: "peer",
-          tokensPerSecond: rate,
-          tokens,
-          otherLoadBefore,
-          result,
-          discarded,
-          peer: { before, after },
-          saturated,
-        };
-        steps.push(st);
-        log(stepLine(st));
-        if (after.errors + after.unhandled > before.errors + before.unhandled) {
-          log(`  peer server errors: ${after.errorSamples.join(" | ")}`);
-        }
-        best.peer = Math.max(best.peer, result.window.rate);
-        if (saturated && rate >= s.goalRate) done.peer = true;
-      }
+      if (run.done.spool && run.done.peer) break;
+      if (!run.done.spool) await spoolStep(run, i, rate);
+      if (!run.done.peer && peer) await peerStep(run, peer, i, rate);
     }
-
-    log(`raw: ordered consumer over ${slice.id}_GEN_OUTPUT, ${s.rawRounds} rounds`);
-    await waitForQuiet(s.quietWaitMs);
-    raw = await rawConsume(nc, `${slice.id}_GEN_OUTPUT`, s.rawMessages, s.rawRounds, 256);
-    log(
-      `  ${fmt(raw.rate)} messages/s (rounds ${raw.rounds.map(fmt).join(", ")}; ${fmt(raw.messages)} messages, ` +
-        `${raw.avgBytes.toFixed(0)} bytes each on average)`,
-    );
+    raw = await rawStep(run);
   } finally {
-    await stopChild(service);
-    await stopChild(peer);
+    await stopChild(peer?.child);
     await auth?.stop().catch(() => {});
     await nc.close().catch(() => {});
     await slice.cleanup();
   }
 
-  // ---- Report ----
+  const { steps, cancel } = run;
+  const rows = tableRows(s, steps, cancel, raw);
+  process.stdout.write(`\n${renderTable(rows.rows)}\n\n`);
+  const notes = reportNotes(steps, rows.goalStep);
+  const report = {
+    startedAt,
+    seconds: (performance.now() - t0) / 1000,
+    commit: gitCommit(),
+    machine,
+    settings: { ...s, goals: GOALS },
+    raw,
+    steps,
+    cancel,
+    results: rows.results,
+    table: rows.rows,
+    notes,
+  };
+  const file = await writeResultFile(RESULTS_DIR, "gen", startedAt, report);
+  log(`wrote ${path.relative(process.cwd(), file)} (${report.seconds.toFixed(0)} s)`);
+  for (const n of notes) log(`note: ${n}`);
+  // A missed goal is a finding, not a failed run; a lost or duplicated Spool delivery is.
+  return rows.allSpool ? 0 : 1;
+}
+
+/** The service's environment: its own defaults, not the integration tests' short ones. */
+function serviceEnv(slice: Isolated, auth: TestAuth): Record<string, string> {
+  return {
+    ...genEnv(slice, {
+      // The service's own defaults, not the integration tests' short ones.
+      SPOOL_LEASE_MS: "15000",
+      SPOOL_SWEEP_INTERVAL_MS: "2000",
+      SPOOL_HEARTBEAT_MS: "10000",
+      // One user drives the whole run: its limits raised to the most the config accepts.
+      SPOOL_LIMIT_MAX_ACTIVE: "1000",
+      SPOOL_LIMIT_STARTS_PER_WINDOW: "100000",
+    }),
+    SPOOL_MASTER_KEYS: auth.env.SPOOL_MASTER_KEYS ?? "",
+    SPOOL_TOKEN_SECRET: auth.env.SPOOL_TOKEN_SECRET ?? "",
+  };
+}
+
+/** The peer: resumable-stream's SSE endpoint over the slice's Redis. */
+async function startPeer(slice: Isolated, s: Settings): Promise<{ child: Child; port: number }> {
+  const child = runTs(PEER_SERVER, {
+    env: {
+      REDIS_URL: slice.redisUrl,
+      SPOOL_BENCH_GEN_PEER_PREFIX: `${slice.redisPrefix}peer`,
+      ...profileEnv(s),
+    },
+  });
+  const ready = await child.waitFor(new RegExp(`${PEER_READY_PREFIX} [^\\n]*`), 60_000);
+  const port = (JSON.parse(ready.slice(PEER_READY_PREFIX.length + 1)) as { port: number }).port;
+  log(`peer: resumable-stream SSE endpoint on port ${port} (pid ${child.proc.pid})`);
+  return { child, port };
+}
+
+/** The plan of step `i` without its target: G × F generations at `rate` tokens/s. */
+function basePlan(s: Settings, rate: number) {
+  return {
+    kind: "throughput" as const,
+    generations: s.generations,
+    followers: s.followers,
+    tokensPerSecond: rate,
+    tokens: rate * s.durationS,
+    connections: s.connections,
+    spreadMs: s.spreadMs,
+    warmupMs: s.warmupMs,
+    windowMs: s.windowMs,
+    endTimeoutMs: 180_000,
+    stallMs: 15_000,
+  };
+}
+
+/** One Spool step on a fresh service; at the goal rate, the cancel latency on the same service. */
+async function spoolStep(run: Run, i: number, rate: number): Promise<void> {
+  const { s, nc, slice } = run;
+  const svc = await startService(run.env, rate, s);
+  try {
+    const plan: ThroughputPlan = {
+      ...basePlan(s, rate),
+      target: `127.0.0.1:${svc.port}`,
+      token: await run.login(),
+      label: `s${i}`,
+      serverPid: svc.child.proc.pid ?? 0,
+      orchestratorPid: process.pid,
+    };
+    const { result, otherLoadBefore, discarded, jetstreamLegMs } = await measureStep(FOLLOWERS, plan, s, () =>
+      observeOutput(nc, `${slice.id}_GEN_OUTPUT`, `${slice.id}.gen.output.>`),
+    );
+    const saturated = i > 0 && result.window.rate < s.growth * run.best.spool;
+    const st: Step = {
+      side: "spool",
+      tokensPerSecond: rate,
+      tokens: plan.tokens,
+      otherLoadBefore,
+      result,
+      discarded,
+      jetstreamLegMs,
+      saturated,
+    };
+    run.steps.push(st);
+    log(stepLine(st));
+    run.best.spool = Math.max(run.best.spool, result.window.rate);
+    if (saturated && rate >= s.goalRate) run.done.spool = true;
+    if (rate === s.goalRate) run.cancel = await cancelStep(run, plan.target);
+  } finally {
+    await stopChild(svc.child);
+  }
+}
+
+/** Cancel latency: generations at the goal rate that run until cancelled. */
+async function cancelStep(run: Run, target: string): Promise<CancelResult> {
+  const { s } = run;
+  await waitForQuiet(s.quietWaitMs);
+  const cancelPlan: CancelPlan = {
+    kind: "cancel",
+    target,
+    token: await run.login(),
+    label: "cancel",
+    count: s.cancels,
+    deltasBeforeCancel: 5,
+    spacingMs: s.cancelSpacingMs,
+    terminalTimeoutMs: 10_000,
+  };
+  const cancel = await runPlan<CancelResult>(FOLLOWERS, cancelPlan);
+  log(
+    `cancel: ${cancel.count} generations, Cancel returned → terminal received ${delays(cancel.latencyMs)} ` +
+      `(Cancel sent → terminal ${delays(cancel.fromSendMs)}; terminal before Cancel returned ` +
+      `${cancel.terminalBeforeReturn}; not cancelled ${cancel.notCancelled}; timeouts ${cancel.timeouts})`,
+  );
+  return cancel;
+}
+
+/** The same step against the peer. */
+async function peerStep(
+  run: Run,
+  peer: { child: Child; port: number },
+  i: number,
+  rate: number,
+): Promise<void> {
+  const { s } = run;
+  const before = await peerStats(peer.child);
+  const plan: ThroughputPlan = {
+    ...basePlan(s, rate),
+    target: `http://127.0.0.1:${peer.port}`,
+    token: "",
+    label: `p${i}`,
+    serverPid: peer.child.proc.pid ?? 0,
+    orchestratorPid: process.pid,
+  };
+  const { result, otherLoadBefore, discarded } = await measureStep(PEER_FOLLOWERS, plan, s);
+  const after = await peerStats(peer.child);
+  const saturated = i > 0 && result.window.rate < s.growth * run.best.peer;
+  const st: Step = {
+    side: "peer",
+    tokensPerSecond: rate,
+    tokens: plan.tokens,
+    otherLoadBefore,
+    result,
+    discarded,
+    peer: { before, after },
+    saturated,
+  };
+  run.steps.push(st);
+  log(stepLine(st));
+  if (after.errors + after.unhandled > before.errors + before.unhandled) {
+    log(`  peer server errors: ${after.errorSamples.join(" | ")}`);
+  }
+  run.best.peer = Math.max(run.best.peer, result.window.rate);
+  if (saturated && rate >= s.goalRate) run.done.peer = true;
+}
+
+/** The raw limit: an ordered consumer reading the output the Spool steps wrote. */
+async function rawStep({ s, nc, slice }: Run): Promise<RawConsume> {
+  log(`raw: ordered consumer over ${slice.id}_GEN_OUTPUT, ${s.rawRounds} rounds`);
+  await waitForQuiet(s.quietWaitMs);
+  const raw = await rawConsume(nc, `${slice.id}_GEN_OUTPUT`, s.rawMessages, s.rawRounds, 256);
+  log(
+    `  ${fmtCount(raw.rate)} messages/s (rounds ${raw.rounds.map(fmtCount).join(", ")}; ${fmtCount(raw.messages)} messages, ` +
+      `${raw.avgBytes.toFixed(0)} bytes each on average)`,
+  );
+  return raw;
+}
+
+type Verdict = "PASS" | "FAIL" | "—";
+
+/** The figures table and the verdicts behind it. */
+function tableRows(
+  s: Settings,
+  steps: readonly Step[],
+  cancel: CancelResult | undefined,
+  raw: RawConsume | undefined,
+): {
+  rows: Row[];
+  goalStep: Step | undefined;
+  allSpool: boolean;
+  results: Record<string, Verdict | "yes" | "no">;
+} {
   const spool = steps.filter((x) => x.side === "spool");
   const peers = steps.filter((x) => x.side === "peer");
   const peerAt = (rate: number) => peers.find((p) => p.tokensPerSecond === rate);
-  const bestOf = (xs: Step[]) =>
+  const bestOf = (xs: readonly Step[]) =>
     xs.reduce<Step | undefined>(
       (b, x) => (!b || x.result.window.rate > b.result.window.rate ? x : b),
       undefined,
@@ -496,13 +524,13 @@ async function main(): Promise<number> {
   const goalStep = spool.find((x) => x.tokensPerSecond === s.goalRate);
   const rows: Row[] = [];
   const rawText = raw
-    ? `raw consume ${fmt(raw.rate)} msg/s (ordered consumer, ${raw.avgBytes.toFixed(0)} B messages)`
+    ? `raw consume ${fmtCount(raw.rate)} msg/s (ordered consumer, ${raw.avgBytes.toFixed(0)} B messages)`
     : "—";
   const measuredRates = [...new Set(steps.map((x) => x.tokensPerSecond))].sort((x, y) => x - y);
   const rateText = (r: ThroughputResult) =>
-    `${fmt(r.window.rate)} deliveries/s (${fmt(r.window.tokenRate)} tokens/s)${r.window.steady ? "" : " (window not steady)"}`;
+    `${fmtCount(r.window.rate)} deliveries/s (${fmtCount(r.window.tokenRate)} tokens/s)${r.window.steady ? "" : " (window not steady)"}`;
   const arrivedText = (r: ThroughputResult) =>
-    everyDelivery(r) ? "all arrived" : `${fmt(r.check.delivered)}/${fmt(r.check.expected)} arrived`;
+    everyDelivery(r) ? "all arrived" : `${fmtCount(r.check.delivered)}/${fmtCount(r.check.expected)} arrived`;
   for (const rate of measuredRates) {
     const st = spool.find((x) => x.tokensPerSecond === rate);
     const p = peerAt(rate);
@@ -512,7 +540,7 @@ async function main(): Promise<number> {
       ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}`
       : "peer —";
     rows.push({
-      figure: `${s.generations} × ${s.followers} × ${rate} tokens/s (offered ${fmt(offered)} deliveries/s)`,
+      figure: `${s.generations} × ${s.followers} × ${rate} tokens/s (offered ${fmtCount(offered)} deliveries/s)`,
       value: st
         ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}`
         : "Spool — (saturated earlier)",
@@ -548,12 +576,13 @@ async function main(): Promise<number> {
   });
   const allSpool = spool.every((x) => everyDelivery(x.result));
   const allPeer = peers.every((x) => everyDelivery(x.result));
-  const sum = (xs: Step[], f: (r: ThroughputResult) => number) => xs.reduce((n, x) => n + f(x.result), 0);
+  const sum = (xs: readonly Step[], f: (r: ThroughputResult) => number) =>
+    xs.reduce((n, x) => n + f(x.result), 0);
   rows.push({
     figure: "Every delivery arrives (all steps)",
-    value: `Spool ${allSpool ? "yes" : "NO"}: ${fmt(sum(spool, (r) => r.check.delivered))}/${fmt(sum(spool, (r) => r.check.expected))} events, ${fmt(sum(spool, (r) => r.check.gaps))} gaps, ${fmt(sum(spool, (r) => r.check.duplicates))} duplicates`,
+    value: `Spool ${allSpool ? "yes" : "NO"}: ${fmtCount(sum(spool, (r) => r.check.delivered))}/${fmtCount(sum(spool, (r) => r.check.expected))} events, ${fmtCount(sum(spool, (r) => r.check.gaps))} gaps, ${fmtCount(sum(spool, (r) => r.check.duplicates))} duplicates`,
     beside: peers.length
-      ? `peer ${allPeer ? "yes" : "NO"}: ${fmt(sum(peers, (r) => r.check.delivered))}/${fmt(sum(peers, (r) => r.check.expected))} events, ${fmt(sum(peers, (r) => r.check.streams - r.check.complete))} streams incomplete`
+      ? `peer ${allPeer ? "yes" : "NO"}: ${fmtCount(sum(peers, (r) => r.check.delivered))}/${fmtCount(sum(peers, (r) => r.check.expected))} events, ${fmtCount(sum(peers, (r) => r.check.streams - r.check.complete))} streams incomplete`
       : "—",
     goal: "count = expected",
     result: allSpool ? "PASS" : "FAIL",
@@ -577,13 +606,29 @@ async function main(): Promise<number> {
     goal: `p99 < ${GOALS.maxCancelP99Ms} ms`,
     result: cancelPass ? "PASS" : "FAIL",
   });
-  const table = renderTable(rows);
-  process.stdout.write(`\n${table}\n\n`);
+  return {
+    rows,
+    goalStep,
+    allSpool,
+    results: {
+      delayAtGoalPoint: goalStep
+        ? goalStep.result.delayMs.p99 < GOALS.maxDelayP99Ms
+          ? "PASS"
+          : "FAIL"
+        : "—",
+      throughputVsPeer: peerBest === undefined ? "—" : throughputPass ? "PASS" : "FAIL",
+      everyDelivery: allSpool ? "PASS" : "FAIL",
+      peerEveryDelivery: peers.length ? (allPeer ? "yes" : "no") : "—",
+      cancel: cancelPass ? "PASS" : "FAIL",
+    },
+  };
+}
 
+function reportNotes(steps: readonly Step[], goalStep: Step | undefined): string[] {
   const notes: string[] = [];
   if (goalStep && goalStep.result.delayMs.p99 >= GOALS.maxDelayP99Ms) {
     notes.push(
-      `p99 delay at the goal point is ${ms(goalStep.result.delayMs.p99)} ms, above the ${GOALS.maxDelayP99Ms} ms goal.`,
+      `p99 delay at the goal point is ${fmtMs(goalStep.result.delayMs.p99)} ms, above the ${GOALS.maxDelayP99Ms} ms goal.`,
     );
   }
   for (const st of steps) {
@@ -596,37 +641,7 @@ async function main(): Promise<number> {
         `${st.side} at ${st.tokensPerSecond} tokens/s started with ${st.otherLoadBefore?.toFixed(2)} CPUs busy elsewhere.`,
       );
   }
-  const report = {
-    startedAt,
-    seconds: (performance.now() - t0) / 1000,
-    commit: gitCommit(),
-    machine,
-    settings: { ...s, goals: GOALS },
-    raw,
-    steps,
-    cancel,
-    results: {
-      delayAtGoalPoint: goalStep
-        ? goalStep.result.delayMs.p99 < GOALS.maxDelayP99Ms
-          ? "PASS"
-          : "FAIL"
-        : "—",
-      throughputVsPeer: peerBest === undefined ? "—" : throughputPass ? "PASS" : "FAIL",
-      everyDelivery: allSpool ? "PASS" : "FAIL",
-      peerEveryDelivery: peers.length ? (allPeer ? "yes" : "no") : "—",
-      cancel: cancelPass ? "PASS" : "FAIL",
-    },
-    table: rows,
-    notes,
-  };
-  const dir = path.join(here, "..", "results");
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, `gen-${startedAt.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`);
-  await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
-  log(`wrote ${path.relative(process.cwd(), file)} (${report.seconds.toFixed(0)} s)`);
-  for (const n of notes) log(`note: ${n}`);
-  // A missed goal is a finding, not a failed run; a lost or duplicated Spool delivery is.
-  return allSpool ? 0 : 1;
+  return notes;
 }
 
 main().then(

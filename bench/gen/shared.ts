@@ -1,4 +1,5 @@
-import { jiffiesByComm, machineBusyJiffies, processJiffiesOf, TICKS_PER_SECOND } from "../lib/cpu.js";
+import { sampleCpuOf } from "../lib/cpu.js";
+import type { Summary } from "../lib/summary.js";
 
 /** followers.ts / peer-followers.ts read their plan (JSON) from this variable. */
 export const PLAN_ENV = "SPOOL_BENCH_GEN_PLAN";
@@ -73,16 +74,6 @@ export interface CancelPlan {
 }
 
 export type Plan = ThroughputPlan | CancelPlan;
-
-export interface Summary {
-  count: number;
-  p50: number;
-  p90: number;
-  p99: number;
-  p999: number;
-  max: number;
-  mean: number;
-}
 
 /** Where the CPUs went over the measured window (average cores busy). */
 export interface CpuCores {
@@ -190,80 +181,6 @@ export function wallClock(): () => number {
   return () => base + performance.now();
 }
 
-/**
- * Delay histogram: 10 µs buckets up to 100 ms, then 1 ms buckets up to 10
- * minutes; the maximum is exact. Percentiles are nearest-rank on bucket upper
- * bounds (so they read at most one bucket high).
- */
-export class Histogram {
-  static readonly FINE_MS = 100;
-  static readonly FINE_STEP = 0.01;
-  static readonly COARSE_MAX_MS = 600_000;
-  readonly #fine = new Float64Array(Histogram.FINE_MS / Histogram.FINE_STEP);
-  readonly #coarse = new Float64Array(Histogram.COARSE_MAX_MS - Histogram.FINE_MS + 1);
-  count = 0;
-  sum = 0;
-  max = Number.NEGATIVE_INFINITY;
-
-  record(valueMs: number): void {
-    const v = Math.max(valueMs, 0);
-    this.count++;
-    this.sum += v;
-    if (v > this.max) this.max = v;
-    if (v < Histogram.FINE_MS) {
-      const i = Math.floor(v / Histogram.FINE_STEP);
-      this.#fine[i] = (this.#fine[i] ?? 0) + 1;
-    } else {
-      const i = Math.min(this.#coarse.length - 1, Math.floor(v - Histogram.FINE_MS));
-      this.#coarse[i] = (this.#coarse[i] ?? 0) + 1;
-    }
-  }
-
-  quantile(q: number): number {
-    if (this.count === 0) return Number.NaN;
-    const rank = Math.max(1, Math.ceil(q * this.count));
-    let seen = 0;
-    for (let i = 0; i < this.#fine.length; i++) {
-      seen += this.#fine[i] ?? 0;
-      if (seen >= rank) return Math.min(this.max, (i + 1) * Histogram.FINE_STEP);
-    }
-    for (let i = 0; i < this.#coarse.length; i++) {
-      seen += this.#coarse[i] ?? 0;
-      if (seen >= rank) return Math.min(this.max, Histogram.FINE_MS + i + 1);
-    }
-    return this.max;
-  }
-
-  summary(): Summary {
-    return {
-      count: this.count,
-      p50: this.quantile(0.5),
-      p90: this.quantile(0.9),
-      p99: this.quantile(0.99),
-      p999: this.quantile(0.999),
-      max: this.count === 0 ? Number.NaN : this.max,
-      mean: this.count === 0 ? Number.NaN : this.sum / this.count,
-    };
-  }
-}
-
-/** Exact summary of a small sample. */
-export function summarize(values: readonly number[]): Summary {
-  const h = new Histogram();
-  for (const v of values) h.record(v);
-  const s = h.summary();
-  const sorted = [...values].sort((a, b) => a - b);
-  const at = (q: number) =>
-    sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-  return {
-    ...s,
-    p50: at(0.5) ?? Number.NaN,
-    p90: at(0.9) ?? Number.NaN,
-    p99: at(0.99) ?? Number.NaN,
-    p999: at(0.999) ?? Number.NaN,
-  };
-}
-
 /** One follower's view of one stream: takes exactly next, next + 1, … */
 export class StreamTrack {
   next: number;
@@ -343,48 +260,23 @@ export function checkStreams(
 
 // ---- CPU accounting (Linux /proc) ----
 
-interface CpuSnapshot {
-  at: number;
-  busy: number;
-  self: number;
-  server: number;
-  orchestrator: number;
-  byComm: Record<string, number>;
-}
-
 const COMMS = ["nats-server", "redis-server", "postgres"] as const;
-
-function cpuSnapshot(serverPid: number, orchestratorPid: number): CpuSnapshot | undefined {
-  const busy = machineBusyJiffies();
-  if (busy === undefined) return undefined;
-  return {
-    at: performance.now(),
-    busy,
-    self: processJiffiesOf("self") ?? 0,
-    server: processJiffiesOf(serverPid) ?? 0,
-    orchestrator: processJiffiesOf(orchestratorPid) ?? 0,
-    byComm: jiffiesByComm(COMMS),
-  };
-}
 
 /** Starts a CPU sample; the returned function ends it. */
 export function sampleCpu(serverPid: number, orchestratorPid: number): () => CpuCores | undefined {
-  const a = cpuSnapshot(serverPid, orchestratorPid);
+  const stop = sampleCpuOf({ self: "self", server: serverPid, orchestrator: orchestratorPid }, COMMS);
   return () => {
-    const b = cpuSnapshot(serverPid, orchestratorPid);
-    if (!a || !b) return undefined;
-    const seconds = (b.at - a.at) / 1000;
-    if (seconds <= 0) return undefined;
-    const cores = (j: number) => Math.round((Math.max(0, j) / TICKS_PER_SECOND / seconds) * 100) / 100;
-    const comm = (c: string) => cores((b.byComm[c] ?? 0) - (a.byComm[c] ?? 0));
+    const b = stop();
+    if (!b) return undefined;
+    const round = (n: number | undefined) => Math.round((n ?? 0) * 100) / 100;
     const r: Omit<CpuCores, "other"> = {
-      followers: cores(b.self - a.self),
-      server: cores(b.server - a.server),
-      orchestrator: cores(b.orchestrator - a.orchestrator),
-      natsServer: comm("nats-server"),
-      redis: comm("redis-server"),
-      postgres: comm("postgres"),
-      machine: cores(b.busy - a.busy),
+      followers: round(b.pids.self),
+      server: round(b.pids.server),
+      orchestrator: round(b.pids.orchestrator),
+      natsServer: round(b.comms["nats-server"]),
+      redis: round(b.comms["redis-server"]),
+      postgres: round(b.comms.postgres),
+      machine: round(b.machine),
     };
     const known = r.followers + r.server + r.orchestrator + r.natsServer + r.redis + r.postgres;
     return { ...r, other: Math.round(Math.max(0, r.machine - known) * 100) / 100 };

@@ -1,6 +1,8 @@
 // Benchmark settings from the environment. Every knob has a default sized so
 // the whole run stays within a few minutes on a 2-core machine.
 
+import { envFlag, envInt } from "./env.js";
+
 export interface BenchConfig {
   /** Events per scenario (each scenario writes or reads this many). */
   events: number;
@@ -35,25 +37,10 @@ export interface BenchConfig {
   noAsyncTraces: boolean;
 }
 
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === "") return fallback;
-  const n = Number(raw.replaceAll("_", ""));
-  if (!Number.isSafeInteger(n) || n < min) {
-    throw new Error(`${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
-  }
-  return n;
-}
-
-function flag(env: NodeJS.ProcessEnv, name: string): boolean {
-  const v = env[name];
-  return v === "1" || v === "true";
-}
-
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
-  const events = int(env, "SPOOL_BENCH_EVENTS", 100_000, 1);
-  const aggregates = int(env, "SPOOL_BENCH_AGGREGATES", 1_000, 1);
-  const inFlight = int(env, "SPOOL_BENCH_IN_FLIGHT", 1_000, 1);
+  const events = envInt("SPOOL_BENCH_EVENTS", 100_000, 1, env);
+  const aggregates = envInt("SPOOL_BENCH_AGGREGATES", 1_000, 1, env);
+  const inFlight = envInt("SPOOL_BENCH_IN_FLIGHT", 1_000, 1, env);
   if (inFlight > aggregates) {
     // Each in-flight slot owns its aggregates, so it always knows their expected version.
     throw new Error(
@@ -68,18 +55,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): BenchConfig {
     events,
     aggregates,
     inFlight,
-    batchSize: int(env, "SPOOL_BENCH_BATCH", 1_000, 1),
-    warmup: int(env, "SPOOL_BENCH_WARMUP", 20_000, 0),
-    rounds: int(env, "SPOOL_BENCH_ROUNDS", 3, 1),
+    batchSize: envInt("SPOOL_BENCH_BATCH", 1_000, 1, env),
+    warmup: envInt("SPOOL_BENCH_WARMUP", 20_000, 0, env),
+    rounds: envInt("SPOOL_BENCH_ROUNDS", 3, 1, env),
     natsUrl: env.SPOOL_BENCH_NATS_URL ?? env.SPOOL_TEST_NATS_URL ?? "nats://127.0.0.1:4222",
     adminDatabaseUrl:
       env.SPOOL_BENCH_DATABASE_URL ??
       env.SPOOL_TEST_DATABASE_URL ??
       "postgres://postgres@127.0.0.1:5432/postgres",
     databaseName,
-    keep: flag(env, "SPOOL_BENCH_KEEP"),
-    quietWaitMs: int(env, "SPOOL_BENCH_QUIET_WAIT_MS", 5_000, 0),
-    skipPeer: flag(env, "SPOOL_BENCH_SKIP_PEER"),
-    noAsyncTraces: flag(env, "SPOOL_BENCH_NO_ASYNC_TRACES"),
+    keep: envFlag("SPOOL_BENCH_KEEP", env),
+    quietWaitMs: envInt("SPOOL_BENCH_QUIET_WAIT_MS", 5_000, 0, env),
+    skipPeer: envFlag("SPOOL_BENCH_SKIP_PEER", env),
+    noAsyncTraces: envFlag("SPOOL_BENCH_NO_ASYNC_TRACES", env),
   };
 }

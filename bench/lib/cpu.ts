@@ -54,6 +54,18 @@ export function machineBusyJiffies(): number | undefined {
   }
 }
 
+/** CPU seconds (user + system) a process has used, from /proc; undefined elsewhere. */
+export function processCpuSeconds(pid: number | "self"): number | undefined {
+  const j = processJiffiesOf(pid);
+  return j === undefined ? undefined : j / TICKS_PER_SECOND;
+}
+
+/** CPU seconds the whole machine has been busy, from /proc/stat. */
+export function machineBusySeconds(): number | undefined {
+  const j = machineBusyJiffies();
+  return j === undefined ? undefined : j / TICKS_PER_SECOND;
+}
+
 /** Jiffies used by every process whose command name is one of `comms`, summed per name. */
 export function jiffiesByComm(comms: readonly string[]): Record<string, number> {
   const byComm: Record<string, number> = Object.fromEntries(comms.map((c) => [c, 0]));
@@ -67,6 +79,56 @@ export function jiffiesByComm(comms: readonly string[]): Record<string, number> 
     }
   }
   return byComm;
+}
+
+/** Average CPUs busy over a sample: per named process, per command name, and the whole machine. */
+export interface CpuBreakdown {
+  pids: Record<string, number>;
+  comms: Record<string, number>;
+  machine: number;
+}
+
+interface BreakdownSnapshot {
+  at: number;
+  busy: number;
+  pids: Record<string, number>;
+  comms: Record<string, number>;
+}
+
+function breakdownSnapshot(
+  pids: Readonly<Record<string, number | "self">>,
+  comms: readonly string[],
+): BreakdownSnapshot | undefined {
+  const busy = machineBusyJiffies();
+  if (busy === undefined) return undefined;
+  return {
+    at: performance.now(),
+    busy,
+    pids: Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, processJiffiesOf(pid) ?? 0])),
+    comms: jiffiesByComm(comms),
+  };
+}
+
+/**
+ * Starts a sample of where the CPUs go: each of `pids` (by the names given),
+ * every process whose command name is in `comms`, and the whole machine.
+ * The returned function ends it; undefined where /proc is not there.
+ */
+export function sampleCpuOf(
+  pids: Readonly<Record<string, number | "self">>,
+  comms: readonly string[],
+): () => CpuBreakdown | undefined {
+  const a = breakdownSnapshot(pids, comms);
+  return () => {
+    const b = breakdownSnapshot(pids, comms);
+    if (!a || !b) return undefined;
+    const seconds = (b.at - a.at) / 1000;
+    if (seconds <= 0) return undefined;
+    const cores = (j: number) => Math.max(0, j) / TICKS_PER_SECOND / seconds;
+    const diff = (x: Record<string, number>, y: Record<string, number>) =>
+      Object.fromEntries(Object.keys(y).map((k) => [k, cores((y[k] ?? 0) - (x[k] ?? 0))]));
+    return { pids: diff(a.pids, b.pids), comms: diff(a.comms, b.comms), machine: cores(b.busy - a.busy) };
+  };
 }
 
 function snapshot(): Snapshot | undefined {

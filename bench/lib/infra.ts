@@ -63,6 +63,14 @@ export interface Machine {
   postgresSettings: Record<string, string>;
 }
 
+/** One line for the progress log. */
+export function machineText(m: Machine): string {
+  return (
+    `${m.cpus} CPUs (${m.cpuModel}), ${m.memoryGiB} GiB, Node ${m.node}, ` +
+    `nats-server ${m.natsServer}, PostgreSQL ${m.postgres}`
+  );
+}
+
 export async function describeMachine(nc: NatsConnection, adminUrl: string): Promise<Machine> {
   const info = nc.info;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {} });

@@ -2,9 +2,11 @@
 // ratio, the target from the issue and whether it is met.
 import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type { CpuShare } from "./cpu.js";
 import type { Machine } from "./infra.js";
 import type { Measurement } from "./measure.js";
+import { fmtCount, fmtPct } from "./table.js";
 import type { Checksum } from "./workload.js";
 
 export interface Check {
@@ -50,9 +52,6 @@ export interface Report {
   notes: string[];
 }
 
-const fmtRate = (r: number): string => Math.round(r).toLocaleString("en-US");
-const fmtPct = (r: number): string => `${(r * 100).toFixed(0)}%`;
-
 const ratios = (f: Figure): number[] => f.limits.map((l) => f.measurement.rate / l.rate);
 /** Short names of the raw limits, for the table's limit column. */
 const SHORT: Readonly<Record<string, string>> = {
@@ -63,16 +62,20 @@ const SHORT: Readonly<Record<string, string>> = {
 const limitsText = (f: Figure, sep: string): string =>
   f.limits.length === 0
     ? "—"
-    : f.limits.map((l) => `${fmtRate(l.rate)} ${SHORT[l.key] ?? l.label}`).join(sep);
+    : f.limits.map((l) => `${fmtCount(l.rate)} ${SHORT[l.key] ?? l.label}`).join(sep);
 const ratiosText = (f: Figure, sep: string): string =>
-  f.limits.length === 0 ? "—" : ratios(f).map(fmtPct).join(sep);
+  f.limits.length === 0
+    ? "—"
+    : ratios(f)
+        .map((r) => fmtPct(r))
+        .join(sep);
 const cpuText = (cpu: CpuShare | undefined): string =>
   cpu
     ? `bench ${cpu.bench.toFixed(2)} + servers ${cpu.servers.toFixed(2)} + other ${cpu.other.toFixed(2)} CPUs`
     : "";
 const spread = (m: Measurement): string => {
   const rounds = m.rounds.map(
-    (r) => `${fmtRate(r.rate)}${r.cpu ? ` (other ${r.cpu.other.toFixed(2)})` : ""}`,
+    (r) => `${fmtCount(r.rate)}${r.cpu ? ` (other ${r.cpu.other.toFixed(2)})` : ""}`,
   );
   const head = m.rounds.length < 2 ? "1 round" : `best of ${m.rounds.length}`;
   return `${head}: ${rounds.join(", ")}; best round ${cpuText(m.cpu)}`;
@@ -86,7 +89,7 @@ export function atLeastRatio(m: Measurement, limit: Measurement, min: number): C
 }
 
 export function atLeastRate(m: Measurement, min: number): Check {
-  return { text: `≥ ${fmtRate(min)}/s`, pass: m.rate >= min };
+  return { text: `≥ ${fmtCount(min)}/s`, pass: m.rate >= min };
 }
 
 export function aheadOf(m: Measurement, peer: Measurement | undefined): Check {
@@ -101,7 +104,7 @@ function pad(s: string, n: number, right = false): string {
 export function renderTable(figures: readonly Figure[]): string {
   const rows = figures.map((f) => [
     f.measurement.label,
-    fmtRate(f.measurement.rate),
+    fmtCount(f.measurement.rate),
     limitsText(f, " · "),
     ratiosText(f, " · "),
     f.checks.length === 0 ? "—" : f.checks.map((c) => `${c.pass ? "✓" : "✗"} ${c.text}`).join("; "),
@@ -125,7 +128,7 @@ export function renderDetails(figures: readonly Figure[]): string {
       const limit = f.limits[0];
       const pairs =
         paired && limit
-          ? `; round by round vs ${SHORT[limit.key] ?? limit.label}: ${paired.map(fmtPct).join(", ")}`
+          ? `; round by round vs ${SHORT[limit.key] ?? limit.label}: ${paired.map((r) => fmtPct(r)).join(", ")}`
           : "";
       return `- ${f.measurement.label}: ${f.measurement.detail} [${spread(f.measurement)}${pairs}]`;
     })
@@ -153,31 +156,40 @@ export function renderMarkdownTable(figures: readonly Figure[]): string {
   for (const f of figures) {
     const checks = f.checks.map((c) => `${c.pass ? "✓" : "✗"} ${c.text}`).join("<br>") || "—";
     out.push(
-      `| ${f.measurement.label} | ${fmtRate(f.measurement.rate)} | ${limitsText(f, "<br>")} | ` +
+      `| ${f.measurement.label} | ${fmtCount(f.measurement.rate)} | ${limitsText(f, "<br>")} | ` +
         `${ratiosText(f, "<br>")} | ${checks} | ${resultText(f)} |`,
     );
   }
   return out.join("\n");
 }
 
+/** bench/results/ (gitignored), where every benchmark writes its JSON. */
+export const RESULTS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "results");
+
+/** Writes a run's JSON as `<name->timestamp.json` in `dir`; returns the path. */
+export async function writeResultFile(
+  dir: string,
+  name: string,
+  startedAt: string,
+  data: unknown,
+): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const stamp = startedAt.replaceAll(":", "-").replace(/\.\d+Z$/, "Z");
+  const file = path.join(dir, `${name === "" ? "" : `${name}-`}${stamp}.json`);
+  await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);
+  return file;
+}
+
 /** Writes the report as JSON under bench/results/ (gitignored); returns the path. */
 export async function writeReport(dir: string, report: Report): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  const file = path.join(dir, `${report.startedAt.replaceAll(":", "-").replace(/\.\d+Z$/, "Z")}.json`);
-  const json = JSON.stringify(
-    {
-      ...report,
-      figures: report.figures.map((f) => ({
-        ...f.measurement,
-        limits: f.limits.map((l, i) => ({ key: l.key, rate: l.rate, ratio: ratios(f)[i] })),
-        pairedRatios: pairedRatios(f),
-        checks: f.checks,
-        result: resultText(f),
-      })),
-    },
-    null,
-    2,
-  );
-  await writeFile(file, `${json}\n`);
-  return file;
+  return writeResultFile(dir, "", report.startedAt, {
+    ...report,
+    figures: report.figures.map((f) => ({
+      ...f.measurement,
+      limits: f.limits.map((l, i) => ({ key: l.key, rate: l.rate, ratio: ratios(f)[i] })),
+      pairedRatios: pairedRatios(f),
+      checks: f.checks,
+      result: resultText(f),
+    })),
+  });
 }

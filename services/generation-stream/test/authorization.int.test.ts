@@ -4,6 +4,7 @@
 // organisation's object, UNAUTHENTICATED without a token) and never data; every "yes" cell is run.
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { type ClientReadableStream, credentials, Metadata, type ServiceError, status } from "@grpc/grpc-js";
+import { ServiceAccountCreated, Subjects } from "@spool/auth/testing";
 import { connectNats, EventStore, Namespace } from "@spool/kit";
 import { AdminServiceClient } from "@spool/proto/spool/admin/v1/admin.js";
 import { Role } from "@spool/proto/spool/auth/v1/auth.js";
@@ -13,7 +14,6 @@ import type {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ServiceAccountCreated, Subjects } from "../../auth/src/domain/events.js";
 import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
 
 const infra = useInfra("authz");

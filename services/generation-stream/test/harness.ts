@@ -1,7 +1,7 @@
 import { credentials } from "@grpc/grpc-js";
+import { call as authCall, authEnv, startTestAuth, type TestAuth } from "@spool/auth/testing";
 import { GenerationServiceClient } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Isolated } from "@spool/testing";
-import { call as authCall, authEnv, startTestAuth, type TestAuth } from "../../auth/test/harness.js";
 import { loadGenConfig } from "../src/config.js";
 import type { ModelProvider } from "../src/providers/index.js";
 import { type RunningGeneration, startGenerationStream } from "../src/wiring.js";

@@ -1,4 +1,5 @@
 import { credentials, Metadata, status } from "@grpc/grpc-js";
+import { startTestAuth, type TestAuth } from "@spool/auth/testing";
 import {
   FailureReason,
   type FollowGenerationResponse,
@@ -7,7 +8,6 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { type Child, runTs, useInfra } from "@spool/testing";
 import { afterAll, describe, expect, it } from "vitest";
-import { startTestAuth, type TestAuth } from "../../auth/test/harness.js";
 import { authCall, genEnv } from "./harness.js";
 
 const infra = useInfra("genkill");

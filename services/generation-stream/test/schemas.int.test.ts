@@ -2,11 +2,11 @@
 // checkpoints and dead letters in a schema of their own, so no service lists,
 // replays or touches another's.
 import { credentials, status } from "@grpc/grpc-js";
+import { codeOf } from "@spool/auth/testing";
 import { createPool, DeadLetterStore, type Sql } from "@spool/kit";
 import { AdminServiceClient } from "@spool/proto/spool/admin/v1/admin.js";
 import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { codeOf } from "../../auth/test/harness.js";
 import { authCall, call, type Stack, startStack } from "./harness.js";
 
 const infra = useInfra("genschema");

@@ -1,7 +1,14 @@
 import { InvalidArgumentError } from "@spool/kit";
-import { z } from "zod";
+import { type Step, StreamDecoder } from "./openai-chunks.js";
+import {
+  errorDetail,
+  gaveUp,
+  isTransient,
+  parseRetryAfter,
+  responseErrorDetail,
+  TIMEOUT_MESSAGES,
+} from "./openai-errors.js";
 import { sleep } from "./sleep.js";
-import { createSseParser, type SseMessage } from "./sse.js";
 import {
   cancelledError,
   type ModelChunk,
@@ -50,38 +57,6 @@ const DEFAULTS: Settings = {
   maxEventBytes: 1024 * 1024,
   maxResponseBytes: 32 * 1024 * 1024,
 };
-
-// Only the fields we use; everything else in a chunk is ignored. Providers send
-// explicit nulls for absent fields (`usage: null`, `content: null`), hence nullish.
-const ToolCallFragment = z.object({
-  index: z.number().int().nonnegative(),
-  id: z.string().nullish(),
-  function: z.object({ name: z.string().nullish(), arguments: z.string().nullish() }).nullish(),
-});
-const StreamChunk = z.object({
-  choices: z
-    .array(
-      z.object({
-        index: z.number().int().nullish(),
-        delta: z
-          .object({ content: z.string().nullish(), tool_calls: z.array(ToolCallFragment).nullish() })
-          .nullish(),
-        finish_reason: z.string().nullish(),
-      }),
-    )
-    .nullish(),
-  usage: z
-    .object({
-      prompt_tokens: z.number().int().nonnegative(),
-      completion_tokens: z.number().int().nonnegative(),
-    })
-    .nullish(),
-  error: z.unknown().optional(),
-});
-type StreamChunk = z.infer<typeof StreamChunk>;
-
-const ERROR_DETAIL_LIMIT = 200;
-const ERROR_BODY_LIMIT = 4096;
 
 /** An OpenAI-compatible chat-completions provider, streaming over SSE. */
 export class OpenAIProvider implements ModelProvider {
@@ -142,143 +117,112 @@ export class OpenAIProvider implements ModelProvider {
 
   /** One HTTP exchange. Its errors are retryable only while it has yielded nothing. */
   async *#attempt(body: string, callerSignal: AbortSignal): AsyncGenerator<ModelChunk, void, undefined> {
-    const s = this.#settings;
-    // Our own controller carries the timeouts; the caller's signal is combined
-    // with it so either one tears down the fetch and any pending body read.
-    const ctrl = new AbortController();
-    const signal = AbortSignal.any([callerSignal, ctrl.signal]);
-    let timedOut: ProviderErrorReason | undefined;
-    const arm = (reason: ProviderErrorReason, ms: number) =>
-      setTimeout(() => {
-        timedOut = reason;
-        ctrl.abort();
-      }, ms);
-    let yielded = false;
-    const fail = (
-      reason: ProviderErrorReason,
-      message: string,
-      extra: { status?: number; retryAfterMs?: number | undefined; cause?: unknown } = {},
-    ) =>
-      new ProviderError(reason, message, {
-        retryable: !yielded && isTransient(reason, extra.status),
-        ...(extra.status === undefined ? {} : { status: extra.status }),
-        ...(extra.retryAfterMs === undefined ? {} : { retryAfterMs: extra.retryAfterMs }),
-        ...(extra.cause === undefined ? {} : { cause: extra.cause }),
-      });
-    // A rejected fetch or read: was it the caller, one of our timers, or the network?
-    const broken = (e: unknown, when: string) => {
-      if (callerSignal.aborted) return cancelledError();
-      if (timedOut !== undefined) return fail(timedOut, TIMEOUT_MESSAGES[timedOut] ?? "provider timed out");
-      return fail("http_error", `connection to the model provider failed ${when}`, { cause: e });
-    };
+    const ex = new Exchange(callerSignal);
+    const res = await this.#connect(body, ex);
+    try {
+      const reader = await this.#openStream(res, ex);
+      yield* this.#readStream(reader, ex);
+    } finally {
+      // Releases the connection on every way out: finished, failed, or the
+      // consumer stopped iterating.
+      ex.close();
+    }
+  }
 
+  /** Sends the request; resolves with the response headers. */
+  async #connect(body: string, ex: Exchange): Promise<Response> {
     const headers: Record<string, string> = {
       "content-type": "application/json",
       accept: "text/event-stream",
     };
     if (this.#apiKey !== "") headers.authorization = `Bearer ${this.#apiKey}`;
-
-    let res: Response;
-    const connectTimer = arm("connect_timeout", s.connectTimeoutMs);
+    const connectTimer = ex.arm("connect_timeout", this.#settings.connectTimeoutMs);
     try {
       // No redirects: an API endpoint has no reason to send one, and following
       // it could carry the bearer token somewhere else.
-      res = await fetch(this.#url, { method: "POST", headers, body, signal, redirect: "error" });
+      return await fetch(this.#url, { method: "POST", headers, body, signal: ex.signal, redirect: "error" });
     } catch (e) {
-      throw broken(e, "before a response");
+      throw ex.broken(e, "before a response");
     } finally {
       clearTimeout(connectTimer);
     }
+  }
 
-    try {
-      if (!res.ok) {
-        const retryAfterMs = parseRetryAfter(res.headers);
-        const detail = await this.#errorDetail(res);
-        // Reading the error body swallows its own failures, including the caller's abort.
-        if (callerSignal.aborted) throw cancelledError();
-        throw fail("http_error", `model provider returned HTTP ${res.status}${detail}`, {
-          status: res.status,
-          retryAfterMs,
-        });
-      }
-      const type = res.headers.get("content-type") ?? "";
-      if (!type.toLowerCase().startsWith("text/event-stream")) {
-        throw fail("protocol_error", `expected an event stream, got "${type.slice(0, 60)}"`);
-      }
-      if (res.body === null) throw fail("protocol_error", "response has no body");
-
-      const reader = res.body.getReader();
-      const decoder = new TextDecoder();
-      const events: SseMessage[] = [];
-      let oversized = false;
-      const parser = createSseParser({
-        maxBufferSize: s.maxEventBytes,
-        onEvent: (event) => events.push(event),
-        // Unknown fields and bad retry values are ignored, as SSE says; only
-        // the buffer bound is fatal.
-        onError: (err) => {
-          if (err.type === "max-buffer-size-exceeded") oversized = true;
-        },
+  /** The body of a successful event-stream response; anything else is an error. */
+  async #openStream(res: Response, ex: Exchange): Promise<ReadableStreamDefaultReader<Uint8Array>> {
+    if (!res.ok) {
+      const retryAfterMs = parseRetryAfter(res.headers);
+      const detail = await responseErrorDetail(res, this.#settings.connectTimeoutMs, this.#apiKey);
+      // Reading the error body swallows its own failures, including the caller's abort.
+      if (ex.cancelled) throw cancelledError();
+      throw ex.fail("http_error", `model provider returned HTTP ${res.status}${detail}`, {
+        status: res.status,
+        retryAfterMs,
       });
+    }
+    const type = res.headers.get("content-type") ?? "";
+    if (!type.toLowerCase().startsWith("text/event-stream")) {
+      throw ex.fail("protocol_error", `expected an event stream, got "${type.slice(0, 60)}"`);
+    }
+    if (res.body === null) throw ex.fail("protocol_error", "response has no body");
+    return res.body.getReader();
+  }
 
-      const assembler = new ChunkAssembler((payload) => this.#detail(payload));
-      let waitedMs = 0; // time spent waiting on the provider since the last progress
-      let received = 0;
-
-      for (;;) {
-        // Only time spent waiting in read() counts, so a slow consumer of this
-        // iterator never looks like a stalled provider.
-        const reason = assembler.started ? "idle_timeout" : "first_token_timeout";
-        const budget = assembler.started ? s.idleTimeoutMs : s.firstTokenTimeoutMs;
-        const t0 = performance.now();
-        const timer = arm(reason, Math.max(0, budget - waitedMs));
-        let read: Awaited<ReturnType<typeof reader.read>>;
-        try {
-          read = await reader.read();
-        } catch (e) {
-          throw broken(e, "while streaming");
-        } finally {
-          clearTimeout(timer);
-        }
-        waitedMs += performance.now() - t0;
-
-        let step: Step;
-        if (read.done) {
-          step = assembler.end();
-        } else {
-          received += read.value.byteLength;
-          if (received > s.maxResponseBytes) {
-            throw fail("protocol_error", `response exceeded ${s.maxResponseBytes} bytes`);
-          }
-          parser.feed(decoder.decode(read.value, { stream: true }));
-          if (oversized) throw fail("protocol_error", `an event exceeded ${s.maxEventBytes} characters`);
-          step = { chunks: [], done: false };
-          for (const event of events.splice(0)) {
-            const wasStarted = assembler.started;
-            const next = assembler.accept(event.data);
-            // Before the first output only output counts as progress; after it, any event does.
-            if (wasStarted || assembler.started) waitedMs = 0;
-            step.chunks.push(...next.chunks);
-            if (next.fault) step.fault = next.fault;
-            if (next.done || next.fault) {
-              step.done = next.done;
-              break; // anything after [DONE] or a fault is ignored
-            }
-          }
-        }
-        // What arrived before a fault is still delivered, in order.
-        for (const chunk of step.chunks) {
-          if (callerSignal.aborted) throw cancelledError();
-          yielded = true;
-          yield chunk;
-        }
-        if (step.fault) throw fail(step.fault.reason, step.fault.message);
-        if (step.done) return;
+  /** Reads the event stream, yielding its chunks as they are assembled. */
+  async *#readStream(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    ex: Exchange,
+  ): AsyncGenerator<ModelChunk, void, undefined> {
+    const s = this.#settings;
+    const decoder = new StreamDecoder(
+      { maxEventBytes: s.maxEventBytes, maxResponseBytes: s.maxResponseBytes },
+      (payload) => errorDetail(payload, this.#apiKey),
+    );
+    let waitedMs = 0; // time spent waiting on the provider since the last progress
+    for (;;) {
+      const t0 = performance.now();
+      const read = await this.#read(reader, ex, decoder.started, waitedMs);
+      waitedMs += performance.now() - t0;
+      let step: Step;
+      if (read.done) {
+        step = decoder.end();
+      } else {
+        const fed = decoder.feed(read.value);
+        if (fed.progressed) waitedMs = 0;
+        step = fed;
       }
+      // What arrived before a fault is still delivered, in order.
+      for (const chunk of step.chunks) {
+        if (ex.cancelled) throw cancelledError();
+        ex.yielded = true;
+        yield chunk;
+      }
+      if (step.fault) throw ex.fail(step.fault.reason, step.fault.message);
+      if (step.done) return;
+    }
+  }
+
+  /**
+   * One read of the body, bounded by the first-token or idle timeout. Only
+   * time spent waiting in read() counts (`waitedMs` so far), so a slow
+   * consumer of this iterator never looks like a stalled provider.
+   */
+  async #read(
+    reader: ReadableStreamDefaultReader<Uint8Array>,
+    ex: Exchange,
+    started: boolean,
+    waitedMs: number,
+  ): Promise<Awaited<ReturnType<ReadableStreamDefaultReader<Uint8Array>["read"]>>> {
+    const s = this.#settings;
+    const reason = started ? "idle_timeout" : "first_token_timeout";
+    const budget = started ? s.idleTimeoutMs : s.firstTokenTimeoutMs;
+    const timer = ex.arm(reason, Math.max(0, budget - waitedMs));
+    try {
+      return await reader.read();
+    } catch (e) {
+      throw ex.broken(e, "while streaming");
     } finally {
-      // Releases the connection on every way out: finished, failed, or the
-      // consumer stopped iterating.
-      ctrl.abort();
+      clearTimeout(timer);
     }
   }
 
@@ -288,162 +232,64 @@ export class OpenAIProvider implements ModelProvider {
     const exp = Math.min(s.backoffMaxMs, s.backoffBaseMs * 2 ** (attempt - 1));
     return exp / 2 + (Math.random() * exp) / 2;
   }
-
-  /** A short, key-free excerpt of an error response body, read with a size and time bound. */
-  async #errorDetail(res: Response): Promise<string> {
-    if (res.body === null) return "";
-    const reader = res.body.getReader();
-    // cancel() resolves a pending read as done, so a stalled error body cannot hang us.
-    const timer = setTimeout(() => void reader.cancel().catch(() => {}), this.#settings.connectTimeoutMs);
-    const parts: Uint8Array[] = [];
-    let size = 0;
-    try {
-      while (size < ERROR_BODY_LIMIT) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        parts.push(value);
-        size += value.byteLength;
-      }
-    } catch {
-      // The status is what matters; a body we cannot read adds nothing.
-    } finally {
-      clearTimeout(timer);
-      void reader.cancel().catch(() => {});
-    }
-    const text = new TextDecoder().decode(Buffer.concat(parts).subarray(0, ERROR_BODY_LIMIT));
-    try {
-      const json: unknown = JSON.parse(text);
-      return this.#detail(json && typeof json === "object" && "error" in json ? json.error : json);
-    } catch {
-      return this.#detail(text);
-    }
-  }
-
-  /** Formats a provider's error payload for a message: its `message` if any, key removed, truncated. */
-  #detail(payload: unknown): string {
-    let text: string;
-    if (typeof payload === "string") text = payload;
-    else if (
-      payload &&
-      typeof payload === "object" &&
-      "message" in payload &&
-      typeof payload.message === "string"
-    ) {
-      text = payload.message;
-    } else text = JSON.stringify(payload) ?? "";
-    // Providers echo credentials back (OpenAI: "Incorrect API key provided: …").
-    // Redact before truncating, so a cut can never leave part of the key behind.
-    if (this.#apiKey !== "") text = text.split(this.#apiKey).join("[redacted]");
-    text = text
-      .replace(/Bearer\s+\S+/gi, "Bearer [redacted]")
-      .replace(/\s+/g, " ")
-      .trim();
-    if (text === "") return "";
-    return `: ${text.length > ERROR_DETAIL_LIMIT ? `${text.slice(0, ERROR_DETAIL_LIMIT)}…` : text}`;
-  }
-}
-
-interface Step {
-  chunks: ModelChunk[];
-  /** The stream is complete; `finish` is the last of `chunks`. */
-  done: boolean;
-  fault?: { reason: "protocol_error" | "http_error"; message: string };
-}
-
-interface PartialToolCall {
-  id: string | undefined;
-  name: string;
-  args: string;
 }
 
 /**
- * Turns the data of OpenAI stream events into chunks. Tool calls arrive as
- * fragments keyed by index and are emitted whole when the choice finishes;
- * `finish` is held back until [DONE] so that usage (sent after the finish
- * reason) comes before it.
+ * The state of one HTTP exchange that decides how it fails: our own
+ * controller carries the timeouts, combined with the caller's signal so
+ * either one tears down the fetch and any pending body read.
  */
-class ChunkAssembler {
-  /** Output (text or a tool-call fragment) has begun. */
-  started = false;
-  #finishReason: string | undefined;
-  readonly #toolCalls = new Map<number, PartialToolCall>();
-  readonly #detail: (payload: unknown) => string;
+class Exchange {
+  readonly signal: AbortSignal;
+  /** Output was yielded: from then on no error of this exchange is retryable. */
+  yielded = false;
+  readonly #caller: AbortSignal;
+  readonly #ctrl = new AbortController();
+  #timedOut: ProviderErrorReason | undefined;
 
-  constructor(detail: (payload: unknown) => string) {
-    this.#detail = detail;
+  constructor(caller: AbortSignal) {
+    this.#caller = caller;
+    this.signal = AbortSignal.any([caller, this.#ctrl.signal]);
   }
 
-  accept(data: string): Step {
-    const chunks: ModelChunk[] = [];
-    if (data === "[DONE]") return this.#finish();
-    const chunk = parseChunk(data);
-    if (chunk === undefined) return fault("protocol_error", "malformed stream chunk");
-    if (chunk.error !== undefined && chunk.error !== null) {
-      return fault("http_error", `model provider reported an error${this.#detail(chunk.error)}`);
-    }
-    const choice = chunk.choices?.find((c) => (c.index ?? 0) === 0);
-    const text = choice?.delta?.content;
-    if (text) {
-      chunks.push({ kind: "delta", text });
-      this.started = true;
-    }
-    for (const fragment of choice?.delta?.tool_calls ?? []) {
-      const call = this.#toolCalls.get(fragment.index) ?? { id: undefined, name: "", args: "" };
-      // Servers differ on repeating id and name in later fragments; the first wins.
-      call.id ??= fragment.id ?? undefined;
-      if (call.name === "" && fragment.function?.name) call.name = fragment.function.name;
-      call.args += fragment.function?.arguments ?? "";
-      this.#toolCalls.set(fragment.index, call);
-      this.started = true;
-    }
-    if (choice?.finish_reason && this.#finishReason === undefined) {
-      this.#finishReason = choice.finish_reason;
-      for (const [index, call] of [...this.#toolCalls].sort(([a], [b]) => a - b)) {
-        if (call.name === "") return { ...fault("protocol_error", `tool call ${index} has no name`), chunks };
-        // Arguments are passed on as sent: invalid JSON from the model is for the tool layer to refuse.
-        chunks.push({
-          kind: "tool_call",
-          id: call.id ?? `call_${index}`,
-          name: call.name,
-          argumentsJson: call.args,
-        });
-      }
-      this.#toolCalls.clear();
-    }
-    if (chunk.usage) {
-      chunks.push({
-        kind: "usage",
-        promptTokens: chunk.usage.prompt_tokens,
-        completionTokens: chunk.usage.completion_tokens,
-      });
-    }
-    return { chunks, done: false };
+  get cancelled(): boolean {
+    return this.#caller.aborted;
   }
 
-  /** The body ended. Some compatible servers omit [DONE]; a finish reason is enough. */
-  end(): Step {
-    if (this.#finishReason === undefined) {
-      return fault("http_error", "model provider closed the stream before it finished");
-    }
-    return this.#finish();
+  /** Aborts the exchange as `reason` after `ms`, unless the returned timer is cleared first. */
+  arm(reason: ProviderErrorReason, ms: number): NodeJS.Timeout {
+    return setTimeout(() => {
+      this.#timedOut = reason;
+      this.#ctrl.abort();
+    }, ms);
   }
 
-  #finish(): Step {
-    if (this.#finishReason === undefined)
-      return fault("protocol_error", "stream ended without a finish reason");
-    return { chunks: [{ kind: "finish", reason: this.#finishReason }], done: true };
+  fail(
+    reason: ProviderErrorReason,
+    message: string,
+    extra: { status?: number; retryAfterMs?: number | undefined; cause?: unknown } = {},
+  ): ProviderError {
+    return new ProviderError(reason, message, {
+      retryable: !this.yielded && isTransient(reason, extra.status),
+      ...(extra.status === undefined ? {} : { status: extra.status }),
+      ...(extra.retryAfterMs === undefined ? {} : { retryAfterMs: extra.retryAfterMs }),
+      ...(extra.cause === undefined ? {} : { cause: extra.cause }),
+    });
+  }
+
+  /** A rejected fetch or read: was it the caller, one of our timers, or the network? */
+  broken(e: unknown, when: string): Error {
+    if (this.#caller.aborted) return cancelledError();
+    if (this.#timedOut !== undefined) {
+      return this.fail(this.#timedOut, TIMEOUT_MESSAGES[this.#timedOut] ?? "provider timed out");
+    }
+    return this.fail("http_error", `connection to the model provider failed ${when}`, { cause: e });
+  }
+
+  close(): void {
+    this.#ctrl.abort();
   }
 }
-
-function fault(reason: "protocol_error" | "http_error", message: string): Step {
-  return { chunks: [], done: false, fault: { reason, message } };
-}
-
-const TIMEOUT_MESSAGES: Partial<Record<ProviderErrorReason, string>> = {
-  connect_timeout: "model provider did not respond in time",
-  first_token_timeout: "model provider produced no output in time",
-  idle_timeout: "model provider stalled mid-stream",
-};
 
 function requestBody(model: string, req: ModelRequest): Record<string, unknown> {
   const body: Record<string, unknown> = {
@@ -456,54 +302,4 @@ function requestBody(model: string, req: ModelRequest): Record<string, unknown> 
   if (req.params.maxTokens !== undefined) body.max_tokens = req.params.maxTokens;
   if (req.params.topP !== undefined) body.top_p = req.params.topP;
   return body;
-}
-
-function parseChunk(data: string): StreamChunk | undefined {
-  let json: unknown;
-  try {
-    json = JSON.parse(data);
-  } catch {
-    return undefined;
-  }
-  const parsed = StreamChunk.safeParse(json);
-  return parsed.success ? parsed.data : undefined;
-}
-
-/** Timeouts, broken connections, 408, 429 and 5xx may succeed on another try. */
-function isTransient(reason: ProviderErrorReason, status: number | undefined): boolean {
-  switch (reason) {
-    case "connect_timeout":
-    case "first_token_timeout":
-    case "idle_timeout":
-      return true;
-    case "http_error":
-      return status === undefined || status === 408 || status === 429 || status >= 500;
-    case "protocol_error":
-    case "cancelled":
-      return false;
-    default: {
-      const never: never = reason;
-      return never;
-    }
-  }
-}
-
-/** `retry-after-ms` (OpenAI), else `retry-after` as seconds or an HTTP date. */
-function parseRetryAfter(headers: Headers): number | undefined {
-  const ms = Number(headers.get("retry-after-ms") ?? Number.NaN);
-  if (Number.isFinite(ms) && ms >= 0) return ms;
-  const value = headers.get("retry-after")?.trim();
-  if (!value) return undefined;
-  if (/^\d+(\.\d+)?$/.test(value)) return Number(value) * 1000;
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
-}
-
-function gaveUp(error: ProviderError, attempts: number): ProviderError {
-  return new ProviderError(error.reason, `${error.message} (gave up after ${attempts} attempts)`, {
-    retryable: error.retryable,
-    ...(error.status === undefined ? {} : { status: error.status }),
-    ...(error.retryAfterMs === undefined ? {} : { retryAfterMs: error.retryAfterMs }),
-    cause: error,
-  });
 }

@@ -1,0 +1,269 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { type EventMessage, type EventStore, type Logger, UnavailableError } from "@spool/kit";
+import { type Decoded, type Decoder, decodeAll } from "./decode.js";
+import {
+  type ConsumerMessages,
+  type JsMsg,
+  LogCursor,
+  onConsumerLost,
+  orderedConsumer,
+} from "./log-cursor.js";
+import { Marks, Ring } from "./ring.js";
+
+/** Counted across a hub's subscriptions and followers (see FollowHubStats). */
+export interface Counters {
+  subscriptionsOpened: number;
+  sharedConsumers: number;
+  sharedRestarts: number;
+  catchUps: number;
+}
+
+/** What every subscription of a hub shares. */
+export interface SubscriptionContext<T> {
+  store: EventStore;
+  stream: string;
+  decode: Decoder<T>;
+  logger: Logger;
+  readBatch: number;
+  counters: Counters;
+}
+
+/** A subscription that cannot go on: followers at or past `at` get `error`. */
+export interface Failure {
+  error: unknown;
+  at: number;
+}
+
+/**
+ * The one JetStream subscription of a subject in this process, feeding the
+ * ring every follower of the subject reads from.
+ *
+ * It starts at the subject's last stored message (the anchor), so what came
+ * before is read from the log by the followers that need it, and from then
+ * on receives every message in order through an ordered consumer, recreated
+ * from the last stream sequence received whenever it fails or stalls.
+ */
+export class Subscription<T> {
+  readonly subject: string;
+  readonly fullSubject: string;
+  readonly ring: Ring<T>;
+  readonly marks = new Marks();
+  readonly #ctx: SubscriptionContext<T>;
+  followers = 0;
+  /** True once the ring's start is known: every event below ring.first is in the log. */
+  anchored = false;
+  terminalSeq: number | undefined;
+  failure: Failure | undefined;
+  closed = false;
+  /** Stream sequence of the last message received. */
+  lastStreamSeq = 0;
+  /** When a message last arrived or a consumer was (re)created. */
+  lastActivity = Date.now();
+  lingerTimer: NodeJS.Timeout | undefined;
+  readonly #stop = new AbortController();
+  #messages: ConsumerMessages | undefined;
+  #changed = Promise.withResolvers<void>();
+  #run: Promise<void> | undefined;
+
+  constructor(ctx: SubscriptionContext<T>, subject: string, limits: { maxEvents: number; maxBytes: number }) {
+    this.#ctx = ctx;
+    this.subject = subject;
+    this.fullSubject = ctx.store.namespace.subject(subject);
+    this.ring = new Ring<T>(limits);
+  }
+
+  /** Resolves at the next change (event, anchor, terminal, failure, close). */
+  get changed(): Promise<void> {
+    return this.#changed.promise;
+  }
+
+  /** True while a shared consumer is delivering (not anchoring, backing off or finished). */
+  get consuming(): boolean {
+    return this.#messages !== undefined;
+  }
+
+  get finished(): boolean {
+    return this.closed || this.terminalSeq !== undefined || this.failure !== undefined;
+  }
+
+  start(): void {
+    this.#run ??= this.#loop();
+  }
+
+  /** Drops the current consumer; the loop creates a new one after the last message received. */
+  restart(): void {
+    this.lastActivity = Date.now();
+    this.#messages?.stop();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.#stop.abort();
+    this.#messages?.stop();
+    this.#notify();
+    await this.#run;
+  }
+
+  /** The events of a message of this subject, checked (see decodeAll). */
+  decode(msg: EventMessage): readonly Decoded<T>[] {
+    return decodeAll(this.#ctx.decode, msg);
+  }
+
+  /** Stream sequence of the subject's last stored message; 0 when it holds none. */
+  async lastStoredSequence(): Promise<number> {
+    const { store, stream } = this.#ctx;
+    try {
+      const jsm = await store.manager();
+      const m = await jsm.streams.getMessage(stream, { last_by_subj: this.fullSubject });
+      return m?.seq ?? 0;
+    } catch (e) {
+      throw new UnavailableError("cannot read the log", { cause: e });
+    }
+  }
+
+  /** A one-off read of the log for a follower, from the closest mark at or below `want`. */
+  async openCursor(want: number): Promise<LogCursor> {
+    const { store, stream, readBatch, counters } = this.#ctx;
+    try {
+      const cursor = await LogCursor.open(
+        { js: store.js, stream, subject: this.fullSubject, from: this.marks.floor(want) },
+        readBatch,
+      );
+      counters.catchUps++;
+      return cursor;
+    } catch (e) {
+      throw new UnavailableError("cannot read the log", { cause: e });
+    }
+  }
+
+  async #loop(): Promise<void> {
+    const { logger } = this.#ctx;
+    let failures = 0;
+    while (!this.finished) {
+      try {
+        if (!this.anchored) await this.#anchor();
+        if (this.finished) break;
+        await this.#consume();
+        failures = 0;
+      } catch (e) {
+        if (this.closed) break;
+        failures++;
+        logger.warn({ err: e, subject: this.subject }, "follow subscription failed; recreating it");
+      }
+      if (this.finished) break;
+      const backoff = failures === 0 ? 50 : Math.min(250 * 2 ** failures, 5_000);
+      await sleep(backoff, undefined, { signal: this.#stop.signal }).catch(() => {});
+    }
+  }
+
+  /** Reads the subject's last message: the ring starts with it, the log holds what came before. */
+  async #anchor(): Promise<void> {
+    const { store, stream, decode } = this.#ctx;
+    const jsm = await store.manager();
+    const last = await jsm.streams.getMessage(stream, { last_by_subj: this.fullSubject });
+    if (this.closed) return;
+    if (last === null) {
+      this.ring.reset(1);
+    } else {
+      const msg: EventMessage = {
+        subject: last.subject,
+        seq: last.seq,
+        data: last.data,
+        headers: last.header,
+      };
+      let events: readonly Decoded<T>[];
+      try {
+        events = decodeAll(decode, msg);
+      } catch (e) {
+        this.#fail(e, 0);
+        return;
+      }
+      this.ring.reset(events[0]?.sequence ?? 1);
+      this.#accept(msg.seq, events, msg.data.length);
+      this.lastStreamSeq = last.seq;
+    }
+    this.anchored = true;
+    this.#notify();
+  }
+
+  async #consume(): Promise<void> {
+    const { store, stream, readBatch, counters } = this.#ctx;
+    const consumer = await orderedConsumer({
+      js: store.js,
+      stream,
+      subject: this.fullSubject,
+      from: this.lastStreamSeq > 0 ? this.lastStreamSeq + 1 : 0,
+    });
+    counters.sharedConsumers++;
+    try {
+      // expires 10 s: idle heartbeats every 5 s, so nats.js notices a dead pull and recreates the consumer.
+      const messages = await consumer.consume({ max_messages: readBatch, expires: 10_000 });
+      this.#messages = messages;
+      this.lastActivity = Date.now();
+      onConsumerLost(messages, () => {
+        if (this.#messages !== messages) return;
+        this.#ctx.logger.warn(
+          { subject: this.subject },
+          "follow subscription's consumer was deleted; recreating it",
+        );
+        this.#ctx.counters.sharedRestarts++;
+        messages.stop();
+      });
+      if (this.closed) messages.stop();
+      for await (const m of messages) {
+        this.lastActivity = Date.now();
+        // An ordered consumer never goes back; a recreated one starts after the last message received.
+        if (m.seq <= this.lastStreamSeq) continue;
+        this.lastStreamSeq = m.seq;
+        this.#receive(m);
+        if (this.finished) break;
+      }
+    } finally {
+      this.#messages?.stop();
+      this.#messages = undefined;
+      // Ephemeral consumers expire on their own; deleting now keeps the server tidy.
+      consumer.delete().catch(() => {});
+    }
+  }
+
+  #receive(m: JsMsg): void {
+    let events: readonly Decoded<T>[];
+    try {
+      events = decodeAll(this.#ctx.decode, m);
+    } catch (e) {
+      // Never skip: followers get everything before it, then this error.
+      this.#fail(e, this.ring.next);
+      return;
+    }
+    this.#accept(m.seq, events, m.data.length);
+    this.#notify();
+  }
+
+  #accept(streamSeq: number, events: readonly Decoded<T>[], bytes: number): void {
+    const first = events[0];
+    if (first) this.marks.add(first.sequence, streamSeq);
+    let charge = bytes;
+    for (const e of events) {
+      if (this.terminalSeq !== undefined) break;
+      const added = this.ring.push({ ...e, streamSequence: streamSeq, bytes: charge });
+      charge = 0;
+      if (added && e.terminal) this.terminalSeq = e.sequence;
+    }
+  }
+
+  #fail(error: unknown, at: number): void {
+    this.#ctx.logger.error(
+      { err: error, subject: this.subject },
+      "undecodable message on a followed subject",
+    );
+    this.failure = { error, at };
+    this.#messages?.stop();
+    this.#notify();
+  }
+
+  #notify(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+}
