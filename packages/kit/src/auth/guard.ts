@@ -2,6 +2,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import type { CallContext } from "../grpc/context.js";
 import type { AsyncService } from "../grpc/handlers.js";
+import { checkRequest, type MessageRules, type RequestRules } from "../request-rules.js";
 import { hasRole, hasScope, type Principal } from "./principal.js";
 import { ADMIN_SCOPE, OPERATOR_SCOPE } from "./scopes.js";
 import type { TokenVerifier } from "./verifier.js";
@@ -58,18 +59,21 @@ export function authorize(principal: Principal, policy: Exclude<MethodPolicy, { 
 
 /**
  * Wraps a service so every method verifies the caller's access token and
- * checks the method's policy before the implementation runs. Identity comes
- * only from the token (principalOf(ctx)), never from request fields.
+ * checks the method's policy, then the request against the method's rules
+ * (request-rules.ts), before the implementation runs. Identity comes only
+ * from the token (principalOf(ctx)), never from request fields.
  */
 export function guarded<D extends Record<string, unknown>>(
   definition: D,
   implementation: AsyncService<D>,
-  options: { verifier: TokenVerifier; policies: ServicePolicies<D> },
+  options: { verifier: TokenVerifier; policies: ServicePolicies<D>; rules: RequestRules<D> },
 ): AsyncService<D> {
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(definition)) {
     const policy = options.policies[name as keyof D];
     if (!policy) throw new Error(`method ${name} has no authorization policy`);
+    const rules = options.rules[name as keyof D] as MessageRules<unknown> | undefined;
+    if (!rules) throw new Error(`method ${name} has no request rules`);
     const fn = (implementation as Record<string, (req: unknown, ctx: CallContext) => Promise<unknown>>)[name];
     if (typeof fn !== "function") throw new Error(`method ${name} has no implementation`);
     out[name] = async (request: unknown, ctx: CallContext) => {
@@ -85,6 +89,7 @@ export function guarded<D extends Record<string, unknown>>(
         authorize(principal, policy);
         principals.set(ctx, principal);
       }
+      checkRequest(rules, request);
       return fn.call(implementation, request, ctx);
     };
   }
