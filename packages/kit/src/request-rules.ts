@@ -50,7 +50,8 @@ type RequestOf<M> = M extends { requestDeserialize: (bytes: Buffer) => infer Req
 /**
  * Rules for every method of a service definition, as `ServicePolicies`: a
  * method without an entry does not compile; `{}` means nothing beyond the
- * generic checks.
+ * generic checks. For a client- or bidi-streaming method they are the rules
+ * of each message the client sends, checked per message with checkRequest.
  */
 export type RequestRules<D> = { readonly [K in keyof D]: MessageRules<RequestOf<D[K]>> };
 
