@@ -74,6 +74,13 @@ runService("bench-echo", async () => {
         listDeadLetters: any,
         replayDeadLetter: any,
       },
+      rules: {
+        listProjections: {},
+        getProjection: {},
+        rebuildProjection: {},
+        listDeadLetters: {},
+        replayDeadLetter: {},
+      },
     }),
   );
   guardedApp.onClose("nats", () => nc.drain());

@@ -77,6 +77,13 @@ export async function measureGuardCost(options: {
         listDeadLetters: any,
         replayDeadLetter: any,
       },
+      rules: {
+        listProjections: {},
+        getProjection: {},
+        rebuildProjection: {},
+        listDeadLetters: {},
+        replayDeadLetter: {},
+      },
     });
     const metadata: Metadata[] = tokens.map(bearerMetadata);
     for (const token of tokens) await verifier.verify(token); // the steady state: every token cached

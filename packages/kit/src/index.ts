@@ -17,6 +17,7 @@ export * from "./postgres.js";
 export * from "./projector/index.js";
 export * from "./rate-limit.js";
 export * from "./reactor.js";
+export * from "./request-rules.js";
 export * from "./secret-box.js";
 export * from "./transient.js";
 export * from "./validation.js";

@@ -39,7 +39,7 @@ import { AccessTokenIssuer } from "./app/tokens.js";
 import type { AuthConfig } from "./config.js";
 import { AUTH_STREAM } from "./domain/events.js";
 import { configurePasswordPolicy } from "./domain/password-policy.js";
-import { authPolicies, authService } from "./grpc/auth-service.js";
+import { authPolicies, authRules, authService } from "./grpc/auth-service.js";
 import { AuditReadModel, auditProjection } from "./projections/audit.js";
 import { SessionsReadModel, sessionsProjection } from "./projections/sessions.js";
 
@@ -187,7 +187,7 @@ export async function startAuth(
         introspector: verifier,
         catchUp,
       }),
-      { verifier, policies: authPolicies },
+      { verifier, policies: authPolicies, rules: authRules },
     ),
   );
   app.addAdminService({ deadLetters, authorize: requireAdmin(verifier) });

@@ -62,6 +62,13 @@ runService("echo", async () => {
           listDeadLetters: any,
           replayDeadLetter: any,
         },
+        rules: {
+          listProjections: {},
+          getProjection: {},
+          rebuildProjection: {},
+          listDeadLetters: {},
+          replayDeadLetter: {},
+        },
       },
     ),
   );

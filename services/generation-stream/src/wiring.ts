@@ -38,6 +38,7 @@ import {
   encodeFollowEvent,
   followDefinition,
   generationPolicies,
+  generationRules,
   generationService,
   type SharedEvent,
 } from "./grpc/generation-service.js";
@@ -151,17 +152,7 @@ export async function startGenerationStream(
           ])
         : []),
     ]);
-  const generations = new Generations({
-    store,
-    output,
-    limits,
-    requestLimits: {
-      maxMessages: config.MAX_MESSAGES,
-      maxMessageChars: config.MAX_MESSAGE_CHARS,
-      maxTotalChars: config.MAX_TOTAL_CHARS,
-      models: [...providers.keys(), ...config.externalModels],
-    },
-  });
+  const generations = new Generations({ store, output, limits });
   // Producers stop appending a tenth of a lease before it runs out by their own clock; the sweeper
   // settles a lease only a fifth of a lease after it ran out (grace > margin: see LeaseSweeper).
   const lease = { leaseMs: config.LEASE_MS, safetyMarginMs: Math.floor(config.LEASE_MS / 10) };
@@ -247,7 +238,16 @@ export async function startGenerationStream(
     guarded(
       followDefinition,
       { ...service, produceGeneration: produceHandler(produceDeps) },
-      { verifier, policies: generationPolicies },
+      {
+        verifier,
+        policies: generationPolicies,
+        rules: generationRules({
+          maxMessages: config.MAX_MESSAGES,
+          maxMessageChars: config.MAX_MESSAGE_CHARS,
+          maxTotalChars: config.MAX_TOTAL_CHARS,
+          models: [...providers.keys(), ...config.externalModels],
+        }),
+      },
     ),
   );
   app.addAdminService({ deadLetters, authorize: requireAdmin(verifier) });

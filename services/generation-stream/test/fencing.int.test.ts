@@ -132,7 +132,6 @@ beforeAll(async () => {
     store,
     output,
     limits: noLimits,
-    requestLimits: { maxMessages: 10, maxMessageChars: 1_000, maxTotalChars: 1_000, models: ["builtin"] },
   });
   sweeper = new LeaseSweeper({
     store,

@@ -123,7 +123,6 @@ async function stack(store: EventStore, model: ModelProvider, leaseMs: number) {
     store,
     output,
     limits: noLimits,
-    requestLimits: { maxMessages: 10, maxMessageChars: 1_000, maxTotalChars: 1_000, models: ["builtin"] },
   });
   const worker = new GenerationWorker({
     store,

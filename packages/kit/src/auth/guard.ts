@@ -2,6 +2,7 @@ import type { Metadata } from "@grpc/grpc-js";
 import { PermissionDeniedError, UnauthenticatedError } from "../errors.js";
 import type { CallContext } from "../grpc/context.js";
 import type { AsyncService } from "../grpc/handlers.js";
+import { checkRequest, type MessageRules, type RequestRules } from "../request-rules.js";
 import { hasRole, hasScope, type Principal } from "./principal.js";
 import { ADMIN_SCOPE, OPERATOR_SCOPE } from "./scopes.js";
 import type { TokenVerifier } from "./verifier.js";
@@ -58,22 +59,26 @@ export function authorize(principal: Principal, policy: Exclude<MethodPolicy, { 
 
 /**
  * Wraps a service so every method verifies the caller's access token and
- * checks the method's policy before the implementation runs. Identity comes
- * only from the token (principalOf(ctx)), never from request fields.
- * Streaming methods of every kind are checked once, when the call opens:
+ * checks the method's policy, then the request against the method's rules
+ * (request-rules.ts), before the implementation runs. Identity comes only
+ * from the token (principalOf(ctx)), never from request fields.
+ * Streaming methods of every kind are authorized once, when the call opens:
  * a refused client- or bidi-streaming call ends before any of its messages
- * is read.
+ * is read; their rules apply to each message as the handler reads it.
  */
 export function guarded<D extends Record<string, unknown>>(
   definition: D,
   implementation: AsyncService<D>,
-  options: { verifier: TokenVerifier; policies: ServicePolicies<D> },
+  options: { verifier: TokenVerifier; policies: ServicePolicies<D>; rules: RequestRules<D> },
 ): AsyncService<D> {
   const out: Record<string, unknown> = {};
   for (const name of Object.keys(definition)) {
     const policy = options.policies[name as keyof D];
     if (!policy) throw new Error(`method ${name} has no authorization policy`);
-    // The first argument is the request, or the request stream of a client/bidi method: passed on as is.
+    const rules = options.rules[name as keyof D] as MessageRules<unknown> | undefined;
+    if (!rules) throw new Error(`method ${name} has no request rules`);
+    // The first argument is the request, or the request stream of a client/bidi method.
+    const streamed = (definition[name] as { requestStream?: boolean } | undefined)?.requestStream === true;
     const fn = (implementation as Record<string, (req: unknown, ctx: CallContext) => Promise<unknown>>)[name];
     if (typeof fn !== "function") throw new Error(`method ${name} has no implementation`);
     out[name] = async (request: unknown, ctx: CallContext) => {
@@ -89,10 +94,21 @@ export function guarded<D extends Record<string, unknown>>(
         authorize(principal, policy);
         principals.set(ctx, principal);
       }
+      if (streamed)
+        return fn.call(implementation, checkedStream(rules, request as AsyncIterable<unknown>), ctx);
+      checkRequest(rules, request);
       return fn.call(implementation, request, ctx);
     };
   }
   return out as AsyncService<D>;
+}
+
+/** A request stream whose every message is checked against the method's rules as it is read. */
+async function* checkedStream(rules: MessageRules<unknown>, requests: AsyncIterable<unknown>) {
+  for await (const message of requests) {
+    checkRequest(rules, message);
+    yield message;
+  }
 }
 
 /**

@@ -19,6 +19,7 @@ import {
 import type { DeadLetter, DeadLetterStore } from "../dead-letters.js";
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from "../errors.js";
 import type { ConsumerState, ConsumerStatus, ManagedConsumer } from "../managed.js";
+import { checkRequest, type RequestRules, rule } from "../request-rules.js";
 import type { CallContext } from "./context.js";
 import { type AdapterOptions, type AsyncService, toGrpcHandlers } from "./handlers.js";
 
@@ -71,6 +72,26 @@ export const MAX_PAGE_SIZE = 500;
 const MAX_NAME_CHARS = 256;
 const MAX_TOKEN_CHARS = 512;
 
+const nameRequired = rule.check((name: string) => (name === "" ? "required" : undefined));
+
+/** What each request must be, checked once the caller is authorized (as `guarded()` does for services). */
+export const adminRules: RequestRules<typeof AdminServiceService> = {
+  listProjections: {},
+  getProjection: { name: nameRequired },
+  rebuildProjection: { name: nameRequired },
+  listDeadLetters: {
+    pageSize: rule.check((n: number) =>
+      n < 0 || n > MAX_PAGE_SIZE
+        ? `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`
+        : undefined,
+    ),
+    consumer: rule.check((c: string) =>
+      c.length > MAX_NAME_CHARS ? `at most ${MAX_NAME_CHARS} characters` : undefined,
+    ),
+  },
+  replayDeadLetter: { id: nameRequired },
+};
+
 export class AdminService implements AsyncService<typeof AdminServiceService> {
   readonly #o: AdminServiceOptions;
 
@@ -93,6 +114,7 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
 
   async getProjection(request: GetProjectionRequest, ctx: CallContext): Promise<GetProjectionResponse> {
     await this.#o.authorize(ctx, "GetProjection");
+    checkRequest(adminRules.getProjection, request);
     const consumer = this.#consumer(request.name);
     return { projection: toProjectionStatus(await consumer.status()) };
   }
@@ -102,6 +124,7 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
     ctx: CallContext,
   ): Promise<RebuildProjectionResponse> {
     await this.#o.authorize(ctx, "RebuildProjection");
+    checkRequest(adminRules.rebuildProjection, request);
     const consumer = this.#consumer(request.name);
     if (!consumer.rebuild) {
       throw new FailedPreconditionError(`${consumer.name} has no read model to rebuild`);
@@ -114,10 +137,8 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
 
   async listDeadLetters(request: ListDeadLettersRequest, ctx: CallContext): Promise<ListDeadLettersResponse> {
     await this.#o.authorize(ctx, "ListDeadLetters");
-    const limit = pageSize(request.pageSize);
-    if (request.consumer.length > MAX_NAME_CHARS) {
-      throw invalid("consumer", `at most ${MAX_NAME_CHARS} characters`);
-    }
+    checkRequest(adminRules.listDeadLetters, request);
+    const limit = request.pageSize || DEFAULT_PAGE_SIZE;
     const filter: PageFilter = { consumer: request.consumer, includeReplayed: request.includeReplayed };
     const cursor = request.pageToken === "" ? undefined : decodePageToken(request.pageToken, filter);
     const page = await this.#o.deadLetters.list({
@@ -137,7 +158,7 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
     ctx: CallContext,
   ): Promise<ReplayDeadLetterResponse> {
     await this.#o.authorize(ctx, "ReplayDeadLetter");
-    if (request.id === "") throw invalid("id", "required");
+    checkRequest(adminRules.replayDeadLetter, request);
     const store = this.#o.deadLetters;
     const entry = await store.get(request.id);
     if (!entry) throw new NotFoundError(`dead letter ${request.id} not found`);
@@ -168,7 +189,6 @@ export class AdminService implements AsyncService<typeof AdminServiceService> {
   }
 
   #consumer(name: string): ManagedConsumer {
-    if (name === "") throw invalid("name", "required");
     const consumer = this.#o.consumers.get(name);
     if (!consumer) throw new NotFoundError(`projection ${name.slice(0, MAX_NAME_CHARS)} not found`);
     return consumer;
@@ -185,14 +205,6 @@ export function adminServiceHandlers(
 
 function invalid(field: string, description: string): InvalidArgumentError {
   return new InvalidArgumentError(`${field}: ${description}`, [{ field, description }]);
-}
-
-function pageSize(requested: number): number {
-  if (requested === 0) return DEFAULT_PAGE_SIZE;
-  if (requested < 0 || requested > MAX_PAGE_SIZE) {
-    throw invalid("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 for ${DEFAULT_PAGE_SIZE})`);
-  }
-  return requested;
 }
 
 interface PageFilter {

@@ -19,6 +19,7 @@ import type { TokenVerifier } from "../auth/verifier.js";
 import { UnauthenticatedError } from "../errors.js";
 import { createLogger } from "../logger.js";
 import { createMetricsRegistry, type Registry } from "../metrics.js";
+import { rule } from "../request-rules.js";
 import { GrpcApp } from "./app.js";
 import { readErrorDetails } from "./status.js";
 
@@ -86,6 +87,8 @@ beforeAll(async () => {
     guarded(StreamProbeService, streamProbeService(record), {
       verifier,
       policies: { sum: { kind: "service", scopes: [SCOPE] }, chat: { kind: "service", scopes: [SCOPE] } },
+      // Request rules of a streaming method apply to each message as the handler reads it.
+      rules: { sum: { n: rule.check((n) => ((n ?? 0) > 1000 ? "at most 1000" : undefined)) }, chat: {} },
     }),
   );
   const port = await app.start();
@@ -137,6 +140,16 @@ describe("client streaming", () => {
     });
     expect(status[error?.code ?? 0]).toBe("INVALID_ARGUMENT");
     expect(readErrorDetails(error?.metadata).violations.map((v) => v.field)).toEqual(["text"]);
+  });
+
+  it("checks the method's request rules on every message, naming the field", async () => {
+    const { error } = await clientStreamCall(client, sum, [{ n: 1 }, { n: 1001 }, { n: 3 }], {
+      metadata: auth("producer"),
+    });
+    expect(status[error?.code ?? 0]).toBe("INVALID_ARGUMENT");
+    expect(readErrorDetails(error?.metadata).violations).toEqual([
+      { field: "n", description: "at most 1000" },
+    ]);
   });
 
   it("maps the handler's errors like a unary call's", async () => {

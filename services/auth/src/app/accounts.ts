@@ -16,16 +16,13 @@ import {
   type Claim,
   decideCreateOrganization,
   emailClaimReducer,
-  emailProblem,
   normaliseEmail,
   type Organization,
   OrganizationAggregate,
   signupPolicyReducer,
   slugClaimReducer,
-  slugProblem,
 } from "../domain/organization.js";
-import { passwordProblem } from "../domain/password-policy.js";
-import { isRole, type RoleName } from "../domain/roles.js";
+import type { RoleName } from "../domain/roles.js";
 import {
   decideCreateUser,
   decideDelete,
@@ -39,7 +36,6 @@ import {
   userIdProblem,
 } from "../domain/user.js";
 import { hashPassword } from "./passwords.js";
-import { Violations } from "./validation.js";
 import { awaitWithdrawalSeen, type WithdrawalClock } from "./withdrawals.js";
 
 export type ActiveUser = Extract<User, { kind: "active" }>;
@@ -125,20 +121,6 @@ export class Accounts {
     return (await this.#organizations.load(orgId)).state;
   }
 
-  validateNewUser(input: NewUserInput, v = new Violations(), prefix = ""): RoleName[] {
-    v.check(`${prefix}email`, emailProblem(input.email.trim()));
-    v.required(`${prefix}display_name`, input.displayName, 200);
-    v.check(
-      `${prefix}password`,
-      passwordProblem(input.password, { userInputs: [input.email, input.displayName] }),
-    );
-    const roles = [...new Set(input.roles)];
-    for (const r of roles)
-      v.check(`${prefix}roles`, isRole(r) ? undefined : `unknown role ${JSON.stringify(r)}`);
-    if (roles.length === 0) v.check(`${prefix}roles`, "at least one role is required");
-    return roles.filter(isRole);
-  }
-
   /**
    * Claims the email then creates the user. A claim left without its user (a
    * crash between the two appends) is adopted by the next creation of that email.
@@ -190,11 +172,6 @@ export class Accounts {
       actor ? { actor } : {},
     );
     return { orgId, created: result.events.length > 0 };
-  }
-
-  validateOrganization(name: string, slug: string, v: Violations, prefix = ""): void {
-    v.required(`${prefix}name`, name, 200);
-    v.check(`${prefix}slug`, slugProblem(slug));
   }
 
   /** Owner-created orgs (operator) and signup both use this: the org, then its owner. */

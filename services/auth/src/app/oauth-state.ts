@@ -1,9 +1,9 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { ConcurrencyError, type EventStore, FailedPreconditionError, type Principal } from "@spool/kit";
 import { OAuthStateConsumed, Subjects } from "../domain/events.js";
-import { Violations } from "./validation.js";
 
-const PURPOSE = /^[a-z0-9_-]{1,64}$/;
+/** What a purpose looks like (checked by the request rules, grpc/auth-service.ts). */
+export const OAUTH_PURPOSE = /^[a-z0-9_-]{1,64}$/;
 const INVALID = "invalid, expired or already used state";
 
 /**
@@ -28,9 +28,6 @@ export class OAuthStates {
   }
 
   create(caller: Principal, purpose: string, nowMs = Date.now()): { state: string; expiresAtMs: number } {
-    new Violations()
-      .check("purpose", PURPOSE.test(purpose) ? undefined : "must be 1-64 of a-z, 0-9, '-', '_'")
-      .throwIfAny();
     const nonce = randomBytes(18).toString("base64url");
     const expiresAtMs = nowMs + this.#ttlMs;
     const mac = this.#mac(nonce, expiresAtMs, caller.subject, purpose).toString("base64url");

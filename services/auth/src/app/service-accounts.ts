@@ -26,7 +26,6 @@ import {
 } from "../domain/service-account.js";
 import { UserAggregate } from "../domain/user.js";
 import type { AccessTokenIssuer } from "./tokens.js";
-import { Violations } from "./validation.js";
 import { awaitIssuable, awaitWithdrawalSeen, type WithdrawalClock } from "./withdrawals.js";
 
 const SECRET_PREFIX = "sas_";
@@ -78,16 +77,7 @@ export class ServiceAccounts {
   }
 
   async create(caller: Principal, name: string, scopes: string[]) {
-    const v = new Violations().required("name", name, 200);
     const unique = [...new Set(scopes)];
-    if (unique.length === 0) v.check("scopes", "at least one scope is required");
-    if (unique.length > 50) v.check("scopes", "at most 50 scopes");
-    for (const s of unique)
-      v.check(
-        "scopes",
-        scopeProblem(s) ?? (isKnownScope(s) ? undefined : `unknown scope ${JSON.stringify(s)}`),
-      );
-    v.throwIfAny();
     // A caller grants only scopes it holds; no organisation role holds a platform scope.
     const grantable = grantableScopes(caller);
     const refused = unique.filter((s) => !grantable.has(s));

@@ -16,7 +16,6 @@ import {
   Subjects,
 } from "../domain/events.js";
 import { normaliseEmail } from "../domain/organization.js";
-import { passwordProblem } from "../domain/password-policy.js";
 import {
   formatRefreshToken,
   hashRefreshToken,
@@ -29,7 +28,6 @@ import type { Accounts, ActiveUser } from "./accounts.js";
 import { hashPassword, verifyPassword } from "./passwords.js";
 import { type LoginThrottle, ThrottledError } from "./throttle.js";
 import type { AccessTokenIssuer } from "./tokens.js";
-import { Violations } from "./validation.js";
 import { awaitIssuable, type WithdrawalClock } from "./withdrawals.js";
 
 export interface SessionPolicy {
@@ -106,7 +104,6 @@ export class Sessions {
     password: string,
     client: ClientInfo,
   ): Promise<{ tokens: IssuedTokens; user: ActiveUser }> {
-    new Violations().required("email", emailInput, 254).required("password", password, 1_024).throwIfAny();
     const account = normaliseEmail(emailInput);
     let armedBlockMs: number;
     try {
@@ -300,10 +297,6 @@ export class Sessions {
     next: string,
     client: ClientInfo,
   ): Promise<number> {
-    new Violations()
-      .required("current_password", current, 1_024)
-      .check("new_password", passwordProblem(next))
-      .throwIfAny();
     if (caller.kind !== "user") throw new FailedPreconditionError("only users have passwords");
     const user = await this.#accounts.loadUser(caller.subject);
     if (!user) throw new UnauthenticatedError();

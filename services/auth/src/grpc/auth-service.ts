@@ -4,33 +4,39 @@ import {
   type CallContext,
   FailedPreconditionError,
   InvalidArgumentError,
+  isKnownScope,
   NotFoundError,
   PermissionDeniedError,
   type Principal,
   principalOf,
+  type RequestRules,
+  type Rule,
+  rule,
   type ServicePolicies,
   type TokenVerifier,
-  timestampMsProblem,
   UnauthenticatedError,
 } from "@spool/kit";
 import {
   type AuditEvent,
   type AuthServiceService,
+  type CreateOrganizationRequest,
+  type CreateUserRequest,
   PrincipalKind,
   Role,
   type ServiceAccount as ServiceAccountMessage,
+  type SignUpRequest,
   type User as UserMessage,
 } from "@spool/proto/spool/auth/v1/auth.js";
 import type { Accounts, KnownUser } from "../app/accounts.js";
 import type { KeyManager } from "../app/keys.js";
-import type { OAuthStates } from "../app/oauth-state.js";
+import { OAUTH_PURPOSE, type OAuthStates } from "../app/oauth-state.js";
 import { hashPassword } from "../app/passwords.js";
 import type { KnownAccount, ServiceAccounts } from "../app/service-accounts.js";
 import type { ClientInfo, IssuedTokens, Sessions } from "../app/sessions.js";
-import { Violations } from "../app/validation.js";
+import { emailProblem, slugProblem } from "../domain/organization.js";
 import { passwordProblem } from "../domain/password-policy.js";
 import { INTROSPECT_SCOPE, OPERATOR_SCOPE, type RoleName } from "../domain/roles.js";
-import { overlapProblem, serviceAccountIdProblem } from "../domain/service-account.js";
+import { overlapProblem, scopeProblem, serviceAccountIdProblem } from "../domain/service-account.js";
 import { userIdProblem } from "../domain/user.js";
 import type { AuditReadModel } from "../projections/audit.js";
 
@@ -86,15 +92,103 @@ const ROLE_VALUES: Record<RoleName, Role> = {
   member: Role.ROLE_MEMBER,
 };
 
-function roleNames(roles: Role[], v: Violations): RoleName[] {
-  const names: RoleName[] = [];
-  for (const r of roles) {
-    const name = ROLE_NAMES[r];
-    if (name) names.push(name);
-    else v.check("roles", `unknown role ${r}`);
-  }
-  return [...new Set(names)];
+/** The known roles among `roles` (authRules refuses unknown ones), once each. */
+function roleNames(roles: Role[]): RoleName[] {
+  return [...new Set(roles.flatMap((r) => ROLE_NAMES[r] ?? []))];
 }
+
+// --- request rules ------------------------------------------------------------------
+
+const unknownRoles: Rule<Role[]> = (roles, field, v) => {
+  for (const r of roles) v.check(field, ROLE_NAMES[r] ? undefined : `unknown role ${r}`);
+};
+const atLeastOneRole = rule.check((roles: Role[]) =>
+  roleNames(roles).length === 0 ? "at least one role is required" : undefined,
+);
+const email = rule.check((value: string) => emailProblem(value.trim()));
+const userId = rule.check(userIdProblem);
+const serviceAccountId = rule.check(serviceAccountIdProblem);
+const newPassword = rule.check((value: string) => passwordProblem(value));
+
+/** A new user's password, which must not be guessable from the user's own email and name. */
+function userPassword<T>(
+  field: string,
+  of: (r: T) => [password: string, email: string, name: string],
+): Rule<T> {
+  return (request, _field, v) => {
+    const [password, userEmail, displayName] = of(request);
+    v.check(field, passwordProblem(password, { userInputs: [userEmail, displayName] }));
+  };
+}
+
+const scopes: Rule<string[]> = (list, field, v) => {
+  const unique = [...new Set(list)];
+  if (unique.length === 0) v.check(field, "at least one scope is required");
+  if (unique.length > 50) v.check(field, "at most 50 scopes");
+  for (const s of unique)
+    v.check(field, scopeProblem(s) ?? (isKnownScope(s) ? undefined : `unknown scope ${JSON.stringify(s)}`));
+};
+
+/** What each request must be, checked by `guarded()` after the policy; state-dependent rules are in app/. */
+export const authRules: RequestRules<Definition> = {
+  createOrganization: rule.fields<CreateOrganizationRequest>(
+    {
+      name: rule.required(200),
+      slug: rule.check(slugProblem),
+      ownerEmail: email,
+      ownerDisplayName: rule.required(200),
+    },
+    userPassword("owner_password", (r) => [r.ownerPassword, r.ownerEmail, r.ownerDisplayName]),
+  ),
+  createUser: rule.fields<CreateUserRequest>(
+    { roles: unknownRoles, email, displayName: rule.required(200) },
+    userPassword("password", (r) => [r.password, r.email, r.displayName]),
+    (r, _field, v) => atLeastOneRole(r.roles, "roles", v),
+  ),
+  signUp: rule.fields<SignUpRequest>(
+    {
+      organizationName: rule.required(200),
+      organizationSlug: rule.check(slugProblem),
+      email,
+      displayName: rule.required(200),
+    },
+    userPassword("password", (r) => [r.password, r.email, r.displayName]),
+  ),
+  setSignupPolicy: {},
+  setUserRoles: { userId: rule.required(64), roles: rule.all(unknownRoles, atLeastOneRole) },
+  changePassword: { currentPassword: rule.required(1_024), newPassword },
+  getUser: {},
+  login: { email: rule.required(254), password: rule.required(1_024) },
+  refreshToken: { refreshToken: rule.required(8_192) },
+  logout: {},
+  revokeSession: { sessionId: rule.required(64) },
+  revokeUserSessions: { userId: rule.required(64) },
+  createServiceAccount: { name: rule.required(200), scopes },
+  exchangeClientCredentials: {},
+  introspectToken: {},
+  whoAmI: {},
+  getJwks: {},
+  rotateSigningKey: {},
+  listAuditEvents: {
+    pageSize: rule.check((n: number) => (n < 0 || n > 500 ? "must be 0-500 (0 means 50)" : undefined)),
+    // Out of range would fail in PostgreSQL (INTERNAL) or lose precision in a number.
+    sinceMs: rule.timestampMs,
+    untilMs: rule.timestampMs,
+  },
+  createOAuthState: { purpose: rule.matches(OAUTH_PURPOSE, "must be 1-64 of a-z, 0-9, '-', '_'") },
+  consumeOAuthState: {},
+  disableUser: { userId },
+  enableUser: { userId },
+  deleteUser: { userId },
+  resetUserPassword: { userId, newPassword },
+  rotateServiceAccountSecret: {
+    serviceAccountId,
+    overlapSeconds: rule.check((seconds: bigint) => overlapProblem(Number(seconds))),
+  },
+  disableServiceAccount: { serviceAccountId },
+  enableServiceAccount: { serviceAccountId },
+  deleteServiceAccount: { serviceAccountId },
+};
 
 function userMessage(u: KnownUser): UserMessage {
   return {
@@ -116,14 +210,6 @@ function serviceAccountMessage(a: KnownAccount): ServiceAccountMessage {
     scopes: a.scopes,
     disabled: a.kind !== "active",
   };
-}
-
-function userIdViolations(userId: string): Violations {
-  return new Violations().check("user_id", userIdProblem(userId));
-}
-
-function serviceAccountIdViolations(id: string): Violations {
-  return new Violations().check("service_account_id", serviceAccountIdProblem(id));
 }
 
 function tokenPair(t: IssuedTokens) {
@@ -183,19 +269,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
   const caller = (ctx: CallContext): Principal => principalOf(ctx);
   return {
     async createOrganization(req, ctx) {
-      const v = new Violations();
-      d.accounts.validateOrganization(req.name, req.slug, v);
-      d.accounts.validateNewUser(
-        {
-          email: req.ownerEmail,
-          displayName: req.ownerDisplayName,
-          password: req.ownerPassword,
-          roles: ["owner"],
-        },
-        v,
-        "owner_",
-      );
-      v.throwIfAny();
       const { orgId, owner } = await d.accounts.createOrganizationWithOwner(
         { name: req.name, slug: req.slug },
         { email: req.ownerEmail, displayName: req.ownerDisplayName, password: req.ownerPassword },
@@ -206,13 +279,7 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
 
     async createUser(req, ctx) {
       const p = caller(ctx);
-      const v = new Violations();
-      const roles = roleNames(req.roles, v);
-      d.accounts.validateNewUser(
-        { email: req.email, displayName: req.displayName, password: req.password, roles },
-        v,
-      );
-      v.throwIfAny();
+      const roles = roleNames(req.roles);
       if (roles.includes("owner") && !p.roles.includes("owner")) {
         throw new PermissionDeniedError("only an owner grants the owner role");
       }
@@ -227,13 +294,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
 
     async signUp(req) {
       if (!(await d.accounts.signupOpen())) throw new FailedPreconditionError("signup is closed");
-      const v = new Violations();
-      d.accounts.validateOrganization(req.organizationName, req.organizationSlug, v, "organization_");
-      d.accounts.validateNewUser(
-        { email: req.email, displayName: req.displayName, password: req.password, roles: ["owner"] },
-        v,
-      );
-      v.throwIfAny();
       const { orgId, owner } = await d.accounts.createOrganizationWithOwner(
         { name: req.organizationName, slug: req.organizationSlug },
         { email: req.email, displayName: req.displayName, password: req.password },
@@ -251,10 +311,7 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async setUserRoles(req, ctx) {
-      const v = new Violations().required("user_id", req.userId, 64);
-      const roles = roleNames(req.roles, v);
-      if (roles.length === 0) v.check("roles", "at least one role is required");
-      v.throwIfAny();
+      const roles = roleNames(req.roles);
       return { user: userMessage(await d.accounts.setRoles(caller(ctx), req.userId, roles)) };
     },
 
@@ -284,7 +341,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async refreshToken(req, ctx) {
-      new Violations().required("refresh_token", req.refreshToken, 8_192).throwIfAny();
       return { tokens: tokenPair(await d.sessions.refresh(req.refreshToken, clientInfo(ctx))) };
     },
 
@@ -294,13 +350,11 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async revokeSession(req, ctx) {
-      new Violations().required("session_id", req.sessionId, 64).throwIfAny();
       await d.sessions.revokeInOrg(caller(ctx), req.sessionId);
       return {};
     },
 
     async revokeUserSessions(req, ctx) {
-      new Violations().required("user_id", req.userId, 64).throwIfAny();
       const p = caller(ctx);
       await d.accounts.userInOrg(p, req.userId);
       await d.catchUp();
@@ -412,12 +466,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async listAuditEvents(req, ctx) {
-      const v = new Violations();
-      if (req.pageSize < 0 || req.pageSize > 500) v.check("page_size", "must be 0-500 (0 means 50)");
-      // Out of range would fail in PostgreSQL (INTERNAL) or lose precision in a number.
-      v.check("since_ms", timestampMsProblem(req.sinceMs));
-      v.check("until_ms", timestampMsProblem(req.untilMs));
-      v.throwIfAny();
       const after = decodePageToken(req.pageToken);
       const limit = req.pageSize || 50;
       const { entries, more } = await d.audit.list({
@@ -463,7 +511,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     // before the withdrawal, so it is in the list. Repeating a call that failed half-way completes it.
 
     async disableUser(req, ctx) {
-      userIdViolations(req.userId).throwIfAny();
       const p = caller(ctx);
       const { user } = await d.accounts.disableUser(p, req.userId);
       await d.catchUp();
@@ -472,7 +519,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async enableUser(req, ctx) {
-      userIdViolations(req.userId).throwIfAny();
       const p = caller(ctx);
       const target = await d.accounts.userInOrg(p, req.userId);
       if (target.kind === "disabled") {
@@ -488,7 +534,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async deleteUser(req, ctx) {
-      userIdViolations(req.userId).throwIfAny();
       const p = caller(ctx);
       await d.accounts.deleteUser(p, req.userId);
       await d.catchUp();
@@ -496,7 +541,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async resetUserPassword(req, ctx) {
-      userIdViolations(req.userId).check("new_password", passwordProblem(req.newPassword)).throwIfAny();
       const p = caller(ctx);
       await d.accounts.userInOrg(p, req.userId); // NOT_FOUND before spending an argon2 hash
       await d.accounts.resetPassword(p, req.userId, await hashPassword(req.newPassword));
@@ -506,9 +550,6 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
 
     async rotateServiceAccountSecret(req, ctx) {
       const overlap = Number(req.overlapSeconds);
-      serviceAccountIdViolations(req.serviceAccountId)
-        .check("overlap_seconds", overlapProblem(overlap))
-        .throwIfAny();
       const r = await d.serviceAccounts.rotateSecret(caller(ctx), req.serviceAccountId, overlap);
       return {
         serviceAccount: serviceAccountMessage(r.account),
@@ -518,19 +559,16 @@ export function authService(d: AuthServiceDeps): AsyncService<Definition> {
     },
 
     async disableServiceAccount(req, ctx) {
-      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
       const a = await d.serviceAccounts.disable(caller(ctx), req.serviceAccountId);
       return { serviceAccount: serviceAccountMessage(a) };
     },
 
     async enableServiceAccount(req, ctx) {
-      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
       const a = await d.serviceAccounts.enable(caller(ctx), req.serviceAccountId);
       return { serviceAccount: serviceAccountMessage(a) };
     },
 
     async deleteServiceAccount(req, ctx) {
-      serviceAccountIdViolations(req.serviceAccountId).throwIfAny();
       await d.serviceAccounts.delete(caller(ctx), req.serviceAccountId);
       return {};
     },

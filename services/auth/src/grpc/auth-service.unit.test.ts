@@ -4,7 +4,7 @@ import { AuthServiceService } from "@spool/proto/spool/auth/v1/auth.js";
 import { describe, expect, it } from "vitest";
 import type { Accounts } from "../app/accounts.js";
 import type { ServiceAccounts } from "../app/service-accounts.js";
-import { type AuthServiceDeps, authPolicies, authService } from "./auth-service.js";
+import { type AuthServiceDeps, authPolicies, authRules, authService } from "./auth-service.js";
 
 const principal = (p: Partial<Principal>): Principal => ({
   kind: "user",
@@ -33,6 +33,7 @@ async function whoAmI(p: Principal, log: { user?: unknown; account?: unknown }):
   const svc = guarded(AuthServiceService, authService(deps), {
     verifier: { verify: async () => p } as unknown as TokenVerifier,
     policies: authPolicies,
+    rules: authRules,
   });
   const metadata = new Metadata();
   metadata.set("authorization", "Bearer t");

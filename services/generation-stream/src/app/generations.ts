@@ -36,15 +36,7 @@ export interface StartInput {
   conversationId: string;
 }
 
-export interface RequestLimits {
-  maxMessages: number;
-  maxMessageChars: number;
-  maxTotalChars: number;
-  models: readonly string[];
-}
-
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
-const ROLES = new Set(["system", "user", "assistant", "tool"]);
 
 /**
  * Generations: start (idempotent per user and client request id, within the
@@ -56,69 +48,12 @@ export class Generations {
   readonly #generations;
   readonly #output: OutputLog;
   readonly #limits: UserLimits;
-  readonly #requestLimits: RequestLimits;
 
-  constructor(deps: {
-    store: EventStore;
-    output: OutputLog;
-    limits: UserLimits;
-    requestLimits: RequestLimits;
-  }) {
+  constructor(deps: { store: EventStore; output: OutputLog; limits: UserLimits }) {
     this.#store = deps.store;
     this.#generations = aggregate(deps.store, GenerationAggregate);
     this.#output = deps.output;
     this.#limits = deps.limits;
-    this.#requestLimits = deps.requestLimits;
-  }
-
-  validate(input: StartInput): void {
-    const v: { field: string; description: string }[] = [];
-    const l = this.#requestLimits;
-    if (!ID.test(input.clientRequestId))
-      v.push({ field: "client_request_id", description: "1-128 of letters, digits, '_', '-'" });
-    if (!l.models.includes(input.model))
-      v.push({ field: "model", description: `unknown model; one of ${l.models.join(", ")}` });
-    if (input.messages.length === 0)
-      v.push({ field: "messages", description: "at least one message is required" });
-    if (input.messages.length > l.maxMessages)
-      v.push({ field: "messages", description: `at most ${l.maxMessages} messages` });
-    let total = 0;
-    input.messages.forEach((m, i) => {
-      total += m.content.length;
-      if (!ROLES.has(m.role))
-        v.push({ field: `messages[${i}].role`, description: "system, user, assistant or tool" });
-      if (m.content.length > l.maxMessageChars)
-        v.push({ field: `messages[${i}].content`, description: `at most ${l.maxMessageChars} characters` });
-      // A Message carries only its text (no tool calls), so one without any says nothing.
-      else if (!/\S/u.test(m.content))
-        v.push({ field: `messages[${i}].content`, description: "required: not empty or only whitespace" });
-    });
-    // A generation answers the last message: the user's turn or a tool's result, never its own
-    // (assistant) or a bare instruction (system).
-    const last = input.messages.length - 1;
-    const lastRole = input.messages[last]?.role;
-    if (lastRole !== undefined && ROLES.has(lastRole) && lastRole !== "user" && lastRole !== "tool")
-      v.push({ field: `messages[${last}].role`, description: "the last message is from the user or a tool" });
-    if (total > l.maxTotalChars)
-      v.push({ field: "messages", description: `at most ${l.maxTotalChars} characters in all` });
-    for (const [field, ids] of [
-      ["tool_ids", input.toolIds],
-      ["file_ids", input.fileIds],
-    ] as const) {
-      if (ids.length > 100) v.push({ field, description: "at most 100" });
-      if (ids.some((id) => !ID.test(id)))
-        v.push({ field, description: "ids are 1-128 of letters, digits, '_', '-'" });
-    }
-    if (input.conversationId && !ID.test(input.conversationId))
-      v.push({ field: "conversation_id", description: "1-128 of letters, digits, '_', '-'" });
-    const p = input.parameters;
-    if (p?.temperature !== undefined && !(p.temperature >= 0 && p.temperature <= 2))
-      v.push({ field: "parameters.temperature", description: "0 to 2" });
-    if (p?.topP !== undefined && !(p.topP > 0 && p.topP <= 1))
-      v.push({ field: "parameters.top_p", description: "greater than 0, at most 1" });
-    if (p?.maxTokens !== undefined && !(p.maxTokens >= 1 && p.maxTokens <= 1_000_000))
-      v.push({ field: "parameters.max_tokens", description: "1 to 1,000,000" });
-    if (v.length > 0) throw new InvalidArgumentError("invalid generation request", v);
   }
 
   /**
@@ -126,10 +61,10 @@ export class Generations {
    * started. The generation id is derived from the caller and the client
    * request id, so parallel starts of the same id race on one subject, whose
    * first event (expected sequence 0) decides; they also reserve the same
-   * per-user slot, so limits count each generation once.
+   * per-user slot, so limits count each generation once. The input's shape
+   * was checked at the edge (generationRules, grpc/generation-service.ts).
    */
   async start(caller: Principal, input: StartInput): Promise<{ generation: Existing; created: boolean }> {
-    this.validate(input);
     const generationId = createHash("sha256")
       .update(`${caller.subject}\n${input.clientRequestId}`)
       .digest("base64url")

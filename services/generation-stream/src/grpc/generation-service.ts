@@ -1,17 +1,19 @@
 import {
   type AsyncService,
-  InvalidArgumentError,
   PRODUCE_SCOPE,
   principalOf,
+  type RequestRules,
+  type Rule,
+  rule,
   type ServicePolicies,
-  sequenceNumber,
-  timestampMsProblem,
   UnavailableError,
 } from "@spool/kit";
 import {
   FollowGenerationResponse,
   type GenerationEvent,
   GenerationServiceService,
+  type Message,
+  type Parameters,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Generations } from "../app/generations.js";
 import { isTerminal } from "../app/output-log.js";
@@ -32,6 +34,84 @@ export const generationPolicies: ServicePolicies<Definition> = {
   claimGeneration: { kind: "service", scopes: [PRODUCE_SCOPE] },
   produceGeneration: { kind: "service", scopes: [PRODUCE_SCOPE] },
 };
+
+/** What a StartGeneration request may hold (server settings). */
+export interface RequestLimits {
+  maxMessages: number;
+  maxMessageChars: number;
+  maxTotalChars: number;
+  models: readonly string[];
+}
+
+const ID = /^[A-Za-z0-9_-]{1,128}$/;
+const ID_FORMAT = "1-128 of letters, digits, '_', '-'";
+const ROLES = new Set(["system", "user", "assistant", "tool"]);
+
+const ids: Rule<string[]> = (list, field, v) => {
+  if (list.length > 100) v.check(field, "at most 100");
+  if (list.some((id) => !ID.test(id))) v.check(field, `ids are ${ID_FORMAT}`);
+};
+
+function messages(l: RequestLimits): Rule<Message[]> {
+  const message = rule.fields<Message>({
+    role: rule.check((role) => (ROLES.has(role) ? undefined : "system, user, assistant or tool")),
+    // A Message carries only its text (no tool calls), so one without any says nothing.
+    content: rule.check((content) => {
+      if (content.length > l.maxMessageChars) return `at most ${l.maxMessageChars} characters`;
+      return /\S/u.test(content) ? undefined : "required: not empty or only whitespace";
+    }),
+  });
+  return (list, field, v) => {
+    if (list.length === 0) v.check(field, "at least one message is required");
+    if (list.length > l.maxMessages) v.check(field, `at most ${l.maxMessages} messages`);
+    rule.each(message)(list, field, v);
+    // A generation answers the last message: the user's turn or a tool's result, never its own
+    // (assistant) or a bare instruction (system).
+    const last = list.length - 1;
+    const lastRole = list[last]?.role;
+    if (lastRole !== undefined && ROLES.has(lastRole) && lastRole !== "user" && lastRole !== "tool")
+      v.check(`${field}[${last}].role`, "the last message is from the user or a tool");
+    const total = list.reduce((sum, m) => sum + m.content.length, 0);
+    if (total > l.maxTotalChars) v.check(field, `at most ${l.maxTotalChars} characters in all`);
+  };
+}
+
+const parameters = rule.fields<Parameters>({
+  temperature: rule.optional(rule.check((t) => (t >= 0 && t <= 2 ? undefined : "0 to 2"))),
+  topP: rule.optional(rule.check((p) => (p > 0 && p <= 1 ? undefined : "greater than 0, at most 1"))),
+  maxTokens: rule.optional(rule.check((n) => (n >= 1 && n <= 1_000_000 ? undefined : "1 to 1,000,000"))),
+});
+
+/** What each request must be, checked by `guarded()` after the policy; access and limits are in app/. */
+export function generationRules(l: RequestLimits): RequestRules<Definition> {
+  return {
+    startGeneration: {
+      clientRequestId: rule.matches(ID, ID_FORMAT),
+      model: rule.check((m) =>
+        l.models.includes(m) ? undefined : `unknown model; one of ${l.models.join(", ")}`,
+      ),
+      messages: messages(l),
+      toolIds: ids,
+      fileIds: ids,
+      conversationId: rule.check((id) => (id && !ID.test(id) ? ID_FORMAT : undefined)),
+      parameters,
+    },
+    // A uint64 beyond 2^53 would be rounded by Number(): refused, by its proto name.
+    followGeneration: { afterSequence: rule.sequence },
+    getGeneration: {},
+    listGenerations: {
+      pageSize: rule.check((n) => (n < 0 || n > 500 ? "0-500 (0 means 50)" : undefined)),
+      status: rule.check((st) => (st && !ROW_STATUS_OF[st] ? "unknown status" : undefined)),
+      // Beyond a Date's range, new Date() is invalid and PostgreSQL answers an error (INTERNAL).
+      createdAfterMs: rule.timestampMs,
+      createdBeforeMs: rule.timestampMs,
+    },
+    cancelGeneration: {},
+    claimGeneration: { waitMs: rule.check((ms) => (ms < 0 || ms > 30_000 ? "0 to 30000" : undefined)) },
+    // Client-streaming: its messages are checked by produce.ts.
+    produceGeneration: {},
+  };
+}
 
 /**
  * An output event as the hub shares it: decoded once (sequence, terminal) and
@@ -94,8 +174,7 @@ export function generationService(
     },
 
     async followGeneration(req, ctx) {
-      // A uint64 beyond 2^53 would be rounded by Number(): refused, by its proto name.
-      const after = sequenceNumber("after_sequence", req.afterSequence);
+      const after = Number(req.afterSequence); // in range: generationRules
       // Existence and access first: another organisation's generation is NOT_FOUND.
       await d.generations.visible(principalOf(ctx), req.generationId);
       // Shutdown ends follows at once (the grace period is for short calls); the client
@@ -124,20 +203,7 @@ export function generationService(
 
     async listGenerations(req, ctx) {
       const caller = principalOf(ctx);
-      const v: { field: string; description: string }[] = [];
-      if (req.pageSize < 0 || req.pageSize > 500)
-        v.push({ field: "page_size", description: "0-500 (0 means 50)" });
       const status = req.status ? ROW_STATUS_OF[req.status] : undefined;
-      if (req.status && !status) v.push({ field: "status", description: "unknown status" });
-      // Beyond a Date's range, new Date() is invalid and PostgreSQL answers an error (INTERNAL).
-      for (const [field, value] of [
-        ["created_after_ms", req.createdAfterMs],
-        ["created_before_ms", req.createdBeforeMs],
-      ] as const) {
-        const problem = timestampMsProblem(value);
-        if (problem) v.push({ field, description: problem });
-      }
-      if (v.length > 0) throw new InvalidArgumentError("invalid list request", v);
       const after = decodePageToken(req.pageToken);
       const limit = req.pageSize || 50;
       // The caller's own generations, whatever its role (the proto's promise); owners and admins

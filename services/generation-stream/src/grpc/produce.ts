@@ -38,9 +38,6 @@ function producerOf(p: Principal): Extract<Producer, { kind: "organisation" }> {
 export function claimHandler(d: ProduceDeps) {
   return async (req: ClaimGenerationRequest, ctx: CallContext): Promise<ClaimGenerationResponse> => {
     const producer = producerOf(principalOf(ctx));
-    if (req.waitMs < 0 || req.waitMs > 30_000) {
-      throw new InvalidArgumentError("invalid claim", [{ field: "wait_ms", description: "0 to 30000" }]);
-    }
     const deps = { store: d.store, output: d.output, policy: d.lease };
     const respond = (s: ProducerSession): ClaimGenerationResponse => ({
       lease: {
