@@ -10,9 +10,11 @@ import {
 import type { EventStore } from "../event-store.js";
 import { BATCH_TYPE, Headers } from "../events.js";
 import type { Logger } from "../logger.js";
+import { AuthStreams } from "./streams.js";
 import type { RevocationChecker } from "./verifier.js";
 
 const SESSION_REVOKED = "spool.auth.v1.SessionRevoked";
+const { AUTH } = AuthStreams;
 
 /**
  * Events that withdraw a subject (user or service account): every access
@@ -130,15 +132,20 @@ export class RevocationSet implements RevocationChecker {
   }
 
   async start(): Promise<void> {
-    const streamName = this.#o.store.namespace.stream(this.#o.stream ?? "AUTH");
+    const streamName = this.#o.store.namespace.stream(this.#o.stream ?? AUTH.name);
     const now = Date.now();
     const subjectsSince = now - this.#subjectWindowMs;
     const ready = [
-      this.#follow(streamName, "auth.session.>", now - (this.#o.lookbackMs ?? 91 * 86_400_000), (m) =>
-        this.#applySession(streamName, m),
+      this.#follow(
+        streamName,
+        AUTH.subjects.session.all,
+        now - (this.#o.lookbackMs ?? 91 * 86_400_000),
+        (m) => this.#applySession(streamName, m),
       ),
-      this.#follow(streamName, "auth.user.>", subjectsSince, (m) => this.#applySubject(streamName, m)),
-      this.#follow(streamName, "auth.service_account.>", subjectsSince, (m) =>
+      this.#follow(streamName, AUTH.subjects.user.all, subjectsSince, (m) =>
+        this.#applySubject(streamName, m),
+      ),
+      this.#follow(streamName, AUTH.subjects.serviceAccount.all, subjectsSince, (m) =>
         this.#applySubject(streamName, m),
       ),
     ];

@@ -1,6 +1,6 @@
 // The AUTH stream's event types (proto/spool/auth/v1/events.proto).
 
-import { eventType } from "@spool/kit";
+import { AuthStreams, eventType } from "@spool/kit";
 import * as pb from "@spool/proto/spool/auth/v1/events.js";
 
 const t = <T>(name: string, fns: Parameters<typeof eventType<T>>[1]) =>
@@ -34,18 +34,10 @@ export const LoginLockedOut = t("LoginLockedOut", pb.LoginLockedOut);
 export const OAuthStateConsumed = t("OAuthStateConsumed", pb.OAuthStateConsumed);
 export const SignupPolicyChanged = t("SignupPolicyChanged", pb.SignupPolicyChanged);
 
-/** Subjects of the AUTH stream, one per aggregate. Ids are validated before they get here. */
-export const Subjects = {
-  org: (id: string) => `auth.org.${id}`,
-  slug: (slug: string) => `auth.slug.${slug}`,
-  email: (emailKey: string) => `auth.email.${emailKey}`,
-  user: (id: string) => `auth.user.${id}`,
-  session: (id: string) => `auth.session.${id}`,
-  serviceAccount: (id: string) => `auth.service_account.${id}`,
-  keys: () => "auth.keys",
-  audit: (kind: "login" | "lockout") => `auth.audit.${kind}`,
-  oauthState: (nonce: string) => `auth.oauth_state.${nonce}`,
-  signup: () => "auth.signup",
-} as const;
-
-export const AUTH_STREAM = { name: "AUTH", subjects: ["auth.>"] };
+/**
+ * The AUTH stream and its subjects, one per aggregate. Defined in the kit, which
+ * every service's revocation feed reads it with; auth alone creates it.
+ */
+export { AuthStreams } from "@spool/kit";
+export const Subjects = AuthStreams.AUTH.subjects;
+export const AUTH_STREAM = AuthStreams.AUTH.definition();

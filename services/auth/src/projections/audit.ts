@@ -1,5 +1,5 @@
 import type { RecordedEvent, Sql } from "@spool/kit";
-import { defineProjection, storableJson, storableText } from "@spool/kit";
+import { AuthStreams, defineProjection, storableJson, storableText } from "@spool/kit";
 import {
   LoginFailed,
   LoginLockedOut,
@@ -145,7 +145,7 @@ function auditRow(event: RecordedEvent): AuditRow | undefined {
  */
 export const auditProjection = defineProjection({
   name: "auth_audit",
-  stream: "AUTH",
+  stream: AuthStreams.AUTH.name,
   tables: ["auth_audit", "auth_audit_users"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.auth_audit} (

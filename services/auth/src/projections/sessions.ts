@@ -1,5 +1,5 @@
 import { defineProjection, type Sql } from "@spool/kit";
-import { SessionRevoked, SessionStarted } from "../domain/events.js";
+import { AuthStreams, SessionRevoked, SessionStarted, Subjects } from "../domain/events.js";
 
 /**
  * Sessions by user: which sessions are active (RevokeUserSessions and
@@ -7,8 +7,8 @@ import { SessionRevoked, SessionStarted } from "../domain/events.js";
  */
 export const sessionsProjection = defineProjection({
   name: "auth_sessions",
-  stream: "AUTH",
-  filterSubject: "auth.session.>",
+  stream: AuthStreams.AUTH.name,
+  filterSubject: Subjects.session.all,
   tables: ["auth_sessions"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.auth_sessions} (

@@ -7,6 +7,8 @@ import {
   GenerationLeaseRenewed,
   GenerationRequested,
   GenerationRequeued,
+  GenStreams,
+  Subjects,
 } from "../domain/events.js";
 
 const STATUS: Record<number, string> = {
@@ -22,8 +24,8 @@ const STATUS: Record<number, string> = {
  */
 export const generationsProjection = defineProjection({
   name: "generations",
-  stream: "GEN",
-  filterSubject: "gen.generation.>",
+  stream: GenStreams.GEN.name,
+  filterSubject: Subjects.generation.all,
   tables: ["generations"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.generations} (
@@ -51,7 +53,7 @@ export const generationsProjection = defineProjection({
   },
   apply: async (tx, event, { tables }) => {
     const t = tables.generations;
-    const id = event.subject.split(".").at(-1) ?? "";
+    const id = Subjects.generation.idOf(event.subject);
     if (GenerationRequested.is(event)) {
       const e = GenerationRequested.decode(event.data);
       await tx.unsafe(
