@@ -56,6 +56,15 @@ export interface PlatformOptions {
   audience: string;
   /** Aborts waiting for dependencies (a signal during start-up). */
   signal?: AbortSignal | undefined;
+  /** Default: a logger for `name` at config.LOG_LEVEL. */
+  logger?: Logger;
+}
+
+/** What a service's start function returns: runService stops it through app.stop(). */
+export interface StartedService {
+  app: GrpcApp;
+  port: number;
+  logger: Logger;
 }
 
 /** A consumer the platform starts before serving and stops at shutdown. */
@@ -88,6 +97,8 @@ export interface Platform {
   readonly jwks: KV;
   readonly revocations: RevocationSet;
   readonly verifier: TokenVerifier;
+  /** The last sequence of a stream (logical name): what a read model must reach to be caught up. */
+  head(stream: string): Promise<number>;
   /** Runs an idempotent start-up step, waiting out transient dependency errors (logged). */
   retry<T>(what: string, fn: () => Promise<T>): Promise<T>;
   /** A PostgreSQL projection, registered (admin, health, shutdown) and started by ready(). */
@@ -124,7 +135,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
   if (!ownsAuth && !options.consumes.some((s) => s.name === authStream))
     throw new Error(`${name}: tokens are checked against revocations: list ${authStream} in consumes`);
 
-  const logger = createLogger({ service: name, level: config.LOG_LEVEL });
+  const logger = options.logger ?? createLogger({ service: name, level: config.LOG_LEVEL });
   const namespace = new Namespace(config.STREAM_PREFIX);
   const metrics = createMetricsRegistry({ service: name });
   const app = createGrpcServer({ name, logger, metrics, ...grpcOptionsFromConfig(config) });
@@ -205,6 +216,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     revocations,
     verifier,
     retry,
+    head: async (stream) => (await jsm.streams.info(namespace.stream(stream))).state.last_seq,
     projector: (definition) => platform.addConsumer(new Projector(definition, tuning)),
     addConsumer: (consumer) => {
       app.addConsumer(consumer);

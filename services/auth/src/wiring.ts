@@ -1,5 +1,5 @@
 import { createHmac } from "node:crypto";
-import { type GrpcApp, type Logger, SecretBox, startPlatform } from "@spool/kit";
+import { SecretBox, type StartedService, startPlatform } from "@spool/kit";
 import { AuthServiceService } from "@spool/proto/spool/auth/v1/auth.js";
 import { Accounts } from "./app/accounts.js";
 import { bootstrap } from "./app/bootstrap.js";
@@ -9,7 +9,7 @@ import { ServiceAccounts } from "./app/service-accounts.js";
 import { Sessions } from "./app/sessions.js";
 import { LoginThrottle } from "./app/throttle.js";
 import { AccessTokenIssuer } from "./app/tokens.js";
-import type { AuthConfig } from "./config.js";
+import { type AuthConfig, bootstrapSettings, sessionPolicy, throttleLimits } from "./config.js";
 import { AuthStreams } from "./domain/events.js";
 import { configurePasswordPolicy } from "./domain/password-policy.js";
 import { authPolicies, authService } from "./grpc/auth-service.js";
@@ -19,11 +19,7 @@ import { SessionsReadModel, sessionsProjection } from "./projections/sessions.js
 /** The audience of tokens the auth service itself accepts. */
 export const AUTH_AUDIENCE = "spool.auth";
 
-export interface RunningAuth {
-  app: GrpcApp;
-  port: number;
-  logger: Logger;
-}
+export type RunningAuth = StartedService;
 
 /** Builds and starts the auth service; returns it running (the composition root, minus process concerns). */
 export async function startAuth(
@@ -58,13 +54,7 @@ export async function startAuth(
 
   const emailKey = createHmac("sha256", config.tokenSecret).update("spool email subjects").digest();
   const accounts = new Accounts(store, emailKey, revocations);
-  const throttle = new LoginThrottle(p.redis, config.REDIS_PREFIX, {
-    accountIpFailures: config.THROTTLE_ACCOUNT_IP_FAILURES,
-    blockBaseMs: config.THROTTLE_BLOCK_BASE_SECONDS * 1000,
-    blockMaxMs: config.THROTTLE_BLOCK_MAX_SECONDS * 1000,
-    accountPerHour: config.THROTTLE_ACCOUNT_PER_HOUR,
-    ipPerDay: config.THROTTLE_IP_PER_DAY,
-  });
+  const throttle = new LoginThrottle(p.redis, config.REDIS_PREFIX, throttleLimits(config));
   const sessions = new Sessions({
     store,
     accounts,
@@ -73,27 +63,16 @@ export async function startAuth(
     index: new SessionsReadModel(sql),
     tokenSecret: config.tokenSecret,
     withdrawals: revocations,
-    policy: {
-      accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
-      refreshIdleMs: config.REFRESH_IDLE_SECONDS * 1000,
-      refreshAbsoluteMs: config.REFRESH_ABSOLUTE_SECONDS * 1000,
-      refreshGraceMs: config.REFRESH_GRACE_MS,
-    },
+    policy: sessionPolicy(config),
   });
 
   await p.retry("ensure a signing key", () => keys.ensureCurrentKey());
   keys.start();
   p.onClose("signing keys", () => keys.stop());
-  const { BOOTSTRAP_ORG_NAME: orgName, BOOTSTRAP_ORG_SLUG: orgSlug } = config;
-  const admin = { adminEmail: config.BOOTSTRAP_ADMIN_EMAIL, adminPassword: config.BOOTSTRAP_ADMIN_PASSWORD };
   // Converges when run again (a restart does), so a transient failure is retried.
-  await p.retry("bootstrap", () => bootstrap(accounts, { orgName, orgSlug, ...admin }, logger));
+  await p.retry("bootstrap", () => bootstrap(accounts, bootstrapSettings(config), logger));
 
-  const authStream = p.namespace.stream(AuthStreams.AUTH.name);
-  const catchUp = async () => {
-    const head = (await (await store.manager()).streams.info(authStream)).state.last_seq;
-    await sessionsProjector.waitFor(head);
-  };
+  const catchUp = async () => sessionsProjector.waitFor(await p.head(AuthStreams.AUTH.name));
   p.addGuardedService(
     AuthServiceService,
     authService({
@@ -108,6 +87,5 @@ export async function startAuth(
     }),
     authPolicies,
   );
-  const port = await p.serve();
-  return { app: p.app, port, logger };
+  return { app: p.app, port: await p.serve(), logger };
 }

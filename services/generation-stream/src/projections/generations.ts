@@ -167,4 +167,12 @@ export class GenerationsReadModel {
       WHERE status = 'running' AND lease_expires_at < now()
       ORDER BY lease_expires_at LIMIT ${limit}`;
   }
+
+  /** The organisation's oldest queued generations of models none of `builtIn` serves (external producers'). */
+  async queuedExternal(orgId: string, builtIn: readonly string[], limit: number): Promise<string[]> {
+    const rows = await this.#sql<{ generation_id: string }[]>`
+      SELECT generation_id FROM generations WHERE org_id = ${orgId} AND status = 'queued'
+        AND NOT (model = ANY(${[...builtIn]})) ORDER BY created_at LIMIT ${limit}`;
+    return rows.map((r) => r.generation_id);
+  }
 }
