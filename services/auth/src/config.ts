@@ -123,3 +123,34 @@ export function loadAuthConfig(env: NodeJS.ProcessEnv = process.env) {
   if (problems.length > 0) throw new ConfigError(problems);
   return { ...config, masterKeys, tokenSecret };
 }
+
+/** The login throttle's limits, in the units LoginThrottle takes. */
+export function throttleLimits(config: AuthConfig) {
+  return {
+    accountIpFailures: config.THROTTLE_ACCOUNT_IP_FAILURES,
+    blockBaseMs: config.THROTTLE_BLOCK_BASE_SECONDS * 1000,
+    blockMaxMs: config.THROTTLE_BLOCK_MAX_SECONDS * 1000,
+    accountPerHour: config.THROTTLE_ACCOUNT_PER_HOUR,
+    ipPerDay: config.THROTTLE_IP_PER_DAY,
+  };
+}
+
+/** Token and session lifetimes, in the units Sessions takes. */
+export function sessionPolicy(config: AuthConfig) {
+  return {
+    accessTokenTtlSeconds: config.ACCESS_TOKEN_TTL_SECONDS,
+    refreshIdleMs: config.REFRESH_IDLE_SECONDS * 1000,
+    refreshAbsoluteMs: config.REFRESH_ABSOLUTE_SECONDS * 1000,
+    refreshGraceMs: config.REFRESH_GRACE_MS,
+  };
+}
+
+/** The organisation and operator bootstrap creates when the log has none. */
+export function bootstrapSettings(config: AuthConfig) {
+  return {
+    orgName: config.BOOTSTRAP_ORG_NAME,
+    orgSlug: config.BOOTSTRAP_ORG_SLUG,
+    adminEmail: config.BOOTSTRAP_ADMIN_EMAIL,
+    adminPassword: config.BOOTSTRAP_ADMIN_PASSWORD,
+  };
+}

@@ -22,7 +22,6 @@ runService("echo", async () => {
   const namespace = new Namespace(env.SPOOL_STREAM_PREFIX ?? "");
   const nc = await connectNats({ url: env.SPOOL_NATS_URL ?? "", name: "echo" });
   const store = new EventStore(nc, { namespace });
-  await store.ensureStream({ name: "AUTH", subjects: ["auth.>"] });
   const revocations = new RevocationSet({ store, logger });
   await revocations.start();
   await revocations.ready;

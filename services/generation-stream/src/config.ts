@@ -82,3 +82,45 @@ export function loadGenConfig(env: NodeJS.ProcessEnv = process.env) {
 }
 
 export type GenConfig = ReturnType<typeof loadGenConfig>;
+
+/** A user's limits, in the units UserLimits takes. */
+export function userLimits(config: GenConfig) {
+  return {
+    maxActive: config.LIMIT_MAX_ACTIVE,
+    maxStartsPerWindow: config.LIMIT_STARTS_PER_WINDOW,
+    windowMs: config.LIMIT_WINDOW_SECONDS * 1000,
+    // Outlives a lease comfortably: a slot is dropped only when its generation is surely settled elsewhere.
+    activeTtlMs: config.LEASE_MS * 4,
+    activeRetryMs: config.LIMIT_ACTIVE_RETRY_MS,
+  };
+}
+
+/**
+ * Producers stop appending a tenth of a lease before it runs out by their own clock; the sweeper
+ * settles a lease only a fifth of a lease after it ran out (grace > margin: see LeaseSweeper).
+ */
+export function leaseTiming(config: GenConfig) {
+  return {
+    lease: { leaseMs: config.LEASE_MS, safetyMarginMs: Math.floor(config.LEASE_MS / 10) },
+    sweep: { graceMs: Math.floor(config.LEASE_MS / 5), intervalMs: config.SWEEP_INTERVAL_MS },
+  };
+}
+
+/** The built-in worker's tuning. */
+export function workerTuning(config: GenConfig) {
+  return {
+    maxConcurrent: config.WORKER_CONCURRENCY,
+    coalesceWindowMs: config.COALESCE_WINDOW_MS,
+    coalesceMaxChars: config.COALESCE_MAX_CHARS,
+    drainMs: config.WORKER_DRAIN_MS,
+  };
+}
+
+/** What a request may hold. */
+export function requestLimits(config: GenConfig) {
+  return {
+    maxMessages: config.MAX_MESSAGES,
+    maxMessageChars: config.MAX_MESSAGE_CHARS,
+    maxTotalChars: config.MAX_TOTAL_CHARS,
+  };
+}

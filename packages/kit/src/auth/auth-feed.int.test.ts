@@ -9,7 +9,7 @@ import { eventType } from "../events.js";
 import { createLogger } from "../logger.js";
 import { Namespace } from "../namespace.js";
 import { connectNats } from "../nats.js";
-import { JWKS_KEY, KvJwksSource, openJwksBucket } from "./jwks.js";
+import { createJwksBucket, JWKS_KEY, KvJwksSource } from "./jwks.js";
 import { RevocationSet } from "./revocations.js";
 import { TokenVerifier } from "./verifier.js";
 
@@ -76,7 +76,7 @@ describe("revocation set", () => {
 
 describe("JWKS from NATS KV", () => {
   it("verifies against published keys and refetches on an unknown kid (rotation)", async () => {
-    const kv = await openJwksBucket(nc, store.namespace);
+    const kv = await createJwksBucket(nc, store.namespace);
     const k1 = generateKeyPairSync("ed25519");
     const k2 = generateKeyPairSync("ed25519");
     const jwk = async (k: typeof k1, kid: string) => ({
@@ -124,7 +124,7 @@ describe("JWKS from NATS KV", () => {
   });
 
   it("a key withdrawn from the published set stops verifying at once, even for a cached token (KV watch)", async () => {
-    const kv = await openJwksBucket(nc, store.namespace);
+    const kv = await createJwksBucket(nc, store.namespace);
     const old = generateKeyPairSync("ed25519");
     const current = generateKeyPairSync("ed25519");
     const jwk = async (k: typeof old, kid: string) => ({

@@ -3,4 +3,5 @@ export * from "./jwks.js";
 export * from "./principal.js";
 export * from "./revocations.js";
 export * from "./scopes.js";
+export * from "./streams.js";
 export * from "./verifier.js";

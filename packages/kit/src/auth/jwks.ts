@@ -1,3 +1,4 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { type KV, type KvEntry, Kvm, type KvWatchEntry } from "@nats-io/kv";
 import type { NatsConnection, QueuedIterator } from "@nats-io/transport-node";
 import { type CryptoKey, importJWK, type JSONWebKeySet, type KeyObject } from "jose";
@@ -10,9 +11,21 @@ export function jwksBucketName(namespace: Namespace): string {
 }
 export const JWKS_KEY = "jwks";
 
-export async function openJwksBucket(nc: NatsConnection, namespace: Namespace): Promise<KV> {
-  // create() opens the bucket when it exists and makes it when it does not.
+/** Creates the bucket, or opens it when it exists: for the auth service alone, which owns it. */
+export async function createJwksBucket(nc: NatsConnection, namespace: Namespace): Promise<KV> {
   return new Kvm(nc).create(jwksBucketName(namespace), { history: 1 });
+}
+
+/**
+ * Opens the bucket auth created; throws (JetStream "stream not found") while
+ * it does not exist yet. Every other service opens it, never creates it: a
+ * bucket made by a reader would hide that auth has not run.
+ */
+export async function openJwksBucket(nc: NatsConnection, namespace: Namespace): Promise<KV> {
+  const name = jwksBucketName(namespace);
+  const jsm = await jetstreamManager(nc);
+  const info = await jsm.streams.info(`KV_${name}`);
+  return new Kvm(nc).open(name, { allow_direct: info.config.allow_direct });
 }
 
 export interface KvJwksSourceOptions {

@@ -11,6 +11,7 @@ import { defineEvents, type EventOf, unreachable } from "../event-codec.js";
 import type { EventStore } from "../event-store.js";
 import { BATCH_TYPE, Headers } from "../events.js";
 import type { Logger } from "../logger.js";
+import { AuthStreams } from "./streams.js";
 import type { RevocationChecker } from "./verifier.js";
 
 /** The AUTH events the feed follows (their type headers as auth writes them); others decode as unknown. */
@@ -27,6 +28,7 @@ const RevocationEvents = defineEvents(
 );
 
 const SESSION_REVOKED = RevocationEvents.typeName("SessionRevoked");
+const { AUTH } = AuthStreams;
 
 /**
  * Events that withdraw a subject (user or service account): every access
@@ -159,15 +161,20 @@ export class RevocationSet implements RevocationChecker {
   }
 
   async start(): Promise<void> {
-    const streamName = this.#o.store.namespace.stream(this.#o.stream ?? "AUTH");
+    const streamName = this.#o.store.namespace.stream(this.#o.stream ?? AUTH.name);
     const now = Date.now();
     const subjectsSince = now - this.#subjectWindowMs;
     const ready = [
-      this.#follow(streamName, "auth.session.>", now - (this.#o.lookbackMs ?? 91 * 86_400_000), (m) =>
-        this.#applySession(streamName, m),
+      this.#follow(
+        streamName,
+        AUTH.subjects.session.all,
+        now - (this.#o.lookbackMs ?? 91 * 86_400_000),
+        (m) => this.#applySession(streamName, m),
       ),
-      this.#follow(streamName, "auth.user.>", subjectsSince, (m) => this.#applySubject(streamName, m)),
-      this.#follow(streamName, "auth.service_account.>", subjectsSince, (m) =>
+      this.#follow(streamName, AUTH.subjects.user.all, subjectsSince, (m) =>
+        this.#applySubject(streamName, m),
+      ),
+      this.#follow(streamName, AUTH.subjects.serviceAccount.all, subjectsSince, (m) =>
         this.#applySubject(streamName, m),
       ),
     ];

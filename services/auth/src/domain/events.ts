@@ -1,6 +1,6 @@
 // The AUTH stream's event types (proto/spool/auth/v1/events.proto).
 
-import { defineEvents } from "@spool/kit";
+import { AuthStreams, defineEvents } from "@spool/kit";
 import * as pb from "@spool/proto/spool/auth/v1/events.js";
 
 /** Every event of the AUTH stream; the type header is "spool.auth.v1." + the short name. */
@@ -68,18 +68,10 @@ export const {
   SignupPolicyChanged,
 } = AuthEvents.types;
 
-/** Subjects of the AUTH stream, one per aggregate. Ids are validated before they get here. */
-export const Subjects = {
-  org: (id: string) => `auth.org.${id}`,
-  slug: (slug: string) => `auth.slug.${slug}`,
-  email: (emailKey: string) => `auth.email.${emailKey}`,
-  user: (id: string) => `auth.user.${id}`,
-  session: (id: string) => `auth.session.${id}`,
-  serviceAccount: (id: string) => `auth.service_account.${id}`,
-  keys: () => "auth.keys",
-  audit: (kind: "login" | "lockout") => `auth.audit.${kind}`,
-  oauthState: (nonce: string) => `auth.oauth_state.${nonce}`,
-  signup: () => "auth.signup",
-} as const;
-
-export const AUTH_STREAM = { name: "AUTH", subjects: ["auth.>"] };
+/**
+ * The AUTH stream and its subjects, one per aggregate. Defined in the kit, which
+ * every service's revocation feed reads it with; auth alone creates it.
+ */
+export { AuthStreams } from "@spool/kit";
+export const Subjects = AuthStreams.AUTH.subjects;
+export const AUTH_STREAM = AuthStreams.AUTH.definition();

@@ -1,5 +1,5 @@
 import type { EventOf, Sql } from "@spool/kit";
-import { defineProjection, storableJson, storableText, unreachable } from "@spool/kit";
+import { AuthStreams, defineProjection, storableJson, storableText, unreachable } from "@spool/kit";
 import { AuthEvents } from "../domain/events.js";
 
 /** The audited types, and UserCreated (to place failed logins); every other type decodes as unknown. */
@@ -154,7 +154,7 @@ function auditRow(event: Exclude<AuditEvent, { type: "UserCreated" }>): AuditRow
  */
 export const auditProjection = defineProjection({
   name: "auth_audit",
-  stream: "AUTH",
+  stream: AuthStreams.AUTH.name,
   tables: ["auth_audit", "auth_audit_users"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.auth_audit} (

@@ -1,5 +1,5 @@
 import { defineProjection, type Sql, unreachable } from "@spool/kit";
-import { AuthEvents } from "../domain/events.js";
+import { AuthEvents, AuthStreams, Subjects } from "../domain/events.js";
 
 const SessionsEvents = AuthEvents.pick("SessionStarted", "SessionRevoked");
 
@@ -9,8 +9,8 @@ const SessionsEvents = AuthEvents.pick("SessionStarted", "SessionRevoked");
  */
 export const sessionsProjection = defineProjection({
   name: "auth_sessions",
-  stream: "AUTH",
-  filterSubject: "auth.session.>",
+  stream: AuthStreams.AUTH.name,
+  filterSubject: Subjects.session.all,
   tables: ["auth_sessions"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.auth_sessions} (

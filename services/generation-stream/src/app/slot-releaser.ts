@@ -1,5 +1,5 @@
 import { type DeadLetterStore, type EventStore, type Logger, Reactor } from "@spool/kit";
-import { GenerationFinished, Subjects } from "../domain/events.js";
+import { GenerationFinished, GenStreams, Subjects } from "../domain/events.js";
 import { generationReducer } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import { releaseSlot } from "./finish.js";
@@ -19,15 +19,15 @@ export function slotReleaser(deps: {
   return new Reactor({
     name: "gen_slot_releaser",
     store: deps.store,
-    stream: "GEN",
-    filterSubject: "gen.generation.>",
+    stream: GenStreams.GEN.name,
+    filterSubject: Subjects.generation.all,
     deliverFrom: "new",
     deadLetters: deps.deadLetters,
     logger: deps.logger,
     handle: async (events) => {
       const finished = events.find((e) => GenerationFinished.is(e));
       if (!finished) return;
-      const id = finished.subject.split(".").at(-1) ?? "";
+      const id = Subjects.generation.idOf(finished.subject);
       const { state } = await deps.store.load(Subjects.generation(id), generationReducer);
       if (state.kind !== "none") await releaseSlot(deps.limits, state.request.ownerId, id);
     },

@@ -10,7 +10,7 @@ import { nanos } from "@nats-io/transport-node";
 import { type EventStore, FailedPreconditionError, type Logger } from "@spool/kit";
 import { FailureReason } from "@spool/proto/spool/generation/v1/generation.js";
 import { Coalescer } from "../domain/coalescer.js";
-import { GenerationRequested, GenerationRequeued, Subjects } from "../domain/events.js";
+import { GenerationRequested, GenerationRequeued, GenStreams, Subjects } from "../domain/events.js";
 import { generationReducer, StaleLeaseError } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
 import { type ModelProvider, type ModelRequest, ProviderError } from "../providers/types.js";
@@ -64,7 +64,7 @@ export class GenerationWorker {
 
   async start(): Promise<void> {
     const { store } = this.#o;
-    const stream = store.namespace.stream("GEN");
+    const stream = store.namespace.stream(GenStreams.GEN.name);
     const durable = store.namespace.consumer("gen_workers");
     const jsm = await store.manager();
     const config = {
@@ -72,7 +72,7 @@ export class GenerationWorker {
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(30_000),
       max_deliver: -1,
-      filter_subject: store.namespace.subject("gen.generation.>"),
+      filter_subject: store.namespace.subject(Subjects.generation.all),
     };
     try {
       await jsm.consumers.info(stream, durable);
@@ -102,7 +102,7 @@ export class GenerationWorker {
       m.ack();
       return;
     }
-    const generationId = m.subject.split(".").at(-1) ?? "";
+    const generationId = Subjects.generation.idOf(this.#o.store.namespace.relative(m.subject));
     // The model decides who produces: a re-queue event does not carry it, so read it from the generation.
     const { state } = await this.#o.store.load(Subjects.generation(generationId), generationReducer);
     if (state.kind !== "queued" || !this.#o.providers.has(state.request.model)) {

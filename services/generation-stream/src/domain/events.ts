@@ -1,6 +1,6 @@
 // Event types of the GEN stream (lifecycle, kept for good) and the output
 // event carried on GEN_OUTPUT (what followers see).
-import { defineEvents, eventType } from "@spool/kit";
+import { defineEvents, defineStreams, eventType, family } from "@spool/kit";
 import * as ev from "@spool/proto/spool/generation/v1/events.js";
 import { GenerationEvent } from "@spool/proto/spool/generation/v1/generation.js";
 
@@ -28,14 +28,13 @@ export const {
 /** The one message type of the output subjects. */
 export const OutputEvent = eventType("spool.generation.v1.GenerationEvent", GenerationEvent);
 
-export const Subjects = {
-  generation: (id: string) => `gen.generation.${id}`,
-  output: (id: string) => `gen.output.${id}`,
-} as const;
-
-export const GEN_STREAM = { name: "GEN", subjects: ["gen.generation.>"] };
-export const outputStream = (retentionMs: number) => ({
-  name: "GEN_OUTPUT",
-  subjects: ["gen.output.>"],
-  maxAgeMs: retentionMs,
+/** GEN holds each generation's lifecycle (kept for good); GEN_OUTPUT what followers see (retention configured). */
+export const GenStreams = defineStreams({
+  GEN: { subjects: { generation: family("gen.generation") } },
+  GEN_OUTPUT: { subjects: { output: family("gen.output") } },
 });
+export const Subjects = { ...GenStreams.GEN.subjects, ...GenStreams.GEN_OUTPUT.subjects };
+
+export const GEN_STREAM = GenStreams.GEN.definition();
+export const outputStream = (retentionMs: number) =>
+  GenStreams.GEN_OUTPUT.definition({ maxAgeMs: retentionMs });

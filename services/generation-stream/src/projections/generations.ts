@@ -1,6 +1,6 @@
 import { defineProjection, type Sql, unreachable } from "@spool/kit";
 import { GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js";
-import { GenerationEvents } from "../domain/events.js";
+import { GenerationEvents, GenStreams, Subjects } from "../domain/events.js";
 
 const STATUS: Record<number, string> = {
   [GenerationStatus.GENERATION_STATUS_COMPLETED]: "completed",
@@ -15,8 +15,8 @@ const STATUS: Record<number, string> = {
  */
 export const generationsProjection = defineProjection({
   name: "generations",
-  stream: "GEN",
-  filterSubject: "gen.generation.>",
+  stream: GenStreams.GEN.name,
+  filterSubject: Subjects.generation.all,
   tables: ["generations"],
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.generations} (
@@ -45,7 +45,7 @@ export const generationsProjection = defineProjection({
   events: GenerationEvents,
   apply: async (tx, event, { tables }) => {
     const t = tables.generations;
-    const id = event.meta.subject.split(".").at(-1) ?? "";
+    const id = Subjects.generation.idOf(event.meta.subject);
     switch (event.type) {
       case "GenerationRequested": {
         const e = event.data;
@@ -174,5 +174,13 @@ export class GenerationsReadModel {
       SELECT generation_id, owner_id FROM generations
       WHERE status = 'running' AND lease_expires_at < now()
       ORDER BY lease_expires_at LIMIT ${limit}`;
+  }
+
+  /** The organisation's oldest queued generations of models none of `builtIn` serves (external producers'). */
+  async queuedExternal(orgId: string, builtIn: readonly string[], limit: number): Promise<string[]> {
+    const rows = await this.#sql<{ generation_id: string }[]>`
+      SELECT generation_id FROM generations WHERE org_id = ${orgId} AND status = 'queued'
+        AND NOT (model = ANY(${[...builtIn]})) ORDER BY created_at LIMIT ${limit}`;
+    return rows.map((r) => r.generation_id);
   }
 }
