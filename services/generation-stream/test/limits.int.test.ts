@@ -78,7 +78,8 @@ describe("starts per window (GCRA)", () => {
     await sleep(WINDOW_MS - (Date.now() % WINDOW_MS) + 50);
     const second = await starts(token, STARTS);
     expect(second.ok).toBeLessThanOrEqual(Math.floor((Date.now() - t0) / INTERVAL));
-    expect(second.ok).toBeLessThan(STARTS);
+    // (On a machine so loaded that the calls themselves spanned a whole window, five were earned back.)
+    if (Date.now() - t0 < WINDOW_MS) expect(second.ok).toBeLessThan(STARTS);
     // The true bound: one start every 400 ms (a fixed window reported the rest of the window).
     for (const r of second.retries) {
       expect(r).toBeGreaterThan(0);
