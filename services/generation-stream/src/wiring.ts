@@ -1,19 +1,19 @@
 import { hostname } from "node:os";
 import { AuthStreams, type StartedService, startPlatform } from "@spool/kit";
 import { Generations } from "./app/generations.js";
-import { isTerminal, OutputLog } from "./app/output-log.js";
+import { OutputLog } from "./app/output-log.js";
 import { slotReleaser } from "./app/slot-releaser.js";
 import { LeaseSweeper } from "./app/sweeper.js";
 import { GenerationWorker } from "./app/worker.js";
 import { type GenConfig, leaseTiming, requestLimits, userLimits, workerTuning } from "./config.js";
-import { GEN_STREAM, GenStreams, OutputEvent, outputStream, Subjects } from "./domain/events.js";
+import { GEN_STREAM, outputStream } from "./domain/events.js";
 import { FollowHub } from "./follow/index.js";
 import {
-  encodeFollowEvent,
   followDefinition,
   generationPolicies,
   generationRules,
   generationService,
+  outputFeed,
   type SharedEvent,
 } from "./grpc/generation-service.js";
 import { claimHandler, produceHandler } from "./grpc/produce.js";
@@ -53,17 +53,12 @@ export async function startGenerationStream(
   const { lease, sweep } = leaseTiming(config);
   const replica = `${hostname()}-${process.pid}`;
   const worker = new GenerationWorker({ ...parts, lease, providers, replica, ...workerTuning(config) });
-  // What a follower reads: the output subjects of GEN_OUTPUT, decoded once for every follower.
-  const outputFeed = {
-    stream: GenStreams.GEN_OUTPUT.name,
-    subjectOf: Subjects.output,
-    decode: (msg: { data: Uint8Array }) => {
-      const e = OutputEvent.decode(msg.data);
-      const payload = { event: e, wire: encodeFollowEvent(e) };
-      return { sequence: Number(e.sequence), terminal: isTerminal(e.event), payload };
-    },
-  };
-  const hub = new FollowHub<SharedEvent>({ ...outputFeed, store, logger, heartbeatMs: config.HEARTBEAT_MS });
+  const hub = new FollowHub<SharedEvent>({
+    ...outputFeed(),
+    store,
+    logger,
+    heartbeatMs: config.HEARTBEAT_MS,
+  });
   p.projector(generationsProjection);
   p.addConsumer(slotReleaser({ store, limits, deadLetters: p.deadLetters, logger }));
   const readModel = new GenerationsReadModel(p.sql);

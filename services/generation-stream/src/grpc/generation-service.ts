@@ -17,6 +17,7 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Generations } from "../app/generations.js";
 import { isTerminal } from "../app/output-log.js";
+import { GenStreams, OutputEvent, Subjects } from "../domain/events.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
 
@@ -132,6 +133,19 @@ export interface PreEncoded {
 
 export function encodeFollowEvent(event: GenerationEvent): Buffer {
   return Buffer.from(FollowGenerationResponse.encode({ item: { $case: "event", value: event } }).finish());
+}
+
+/** What a follower reads: the output subjects of GEN_OUTPUT, each event decoded and encoded once for all followers. */
+export function outputFeed() {
+  return {
+    stream: GenStreams.GEN_OUTPUT.name,
+    subjectOf: Subjects.output,
+    decode: (msg: { data: Uint8Array }) => {
+      const e = OutputEvent.decode(msg.data);
+      const payload: SharedEvent = { event: e, wire: encodeFollowEvent(e) };
+      return { sequence: Number(e.sequence), terminal: isTerminal(e.event), payload };
+    },
+  };
 }
 
 /** The service definition with a FollowGeneration serializer that passes pre-encoded responses through. */
