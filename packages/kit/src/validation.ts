@@ -139,27 +139,9 @@ export function sequenceProblem(value: bigint | number): string | undefined {
   return inRange(value, MAX_SEQUENCE) ? undefined : `must be a stream sequence between 0 and ${MAX_SEQUENCE}`;
 }
 
-/**
- * The value of an int64 millisecond timestamp as a number; throws
- * INVALID_ARGUMENT naming the field when it is out of range.
- */
-export function timestampMs(field: string, value: bigint | number): number {
-  return checked(field, value, timestampMsProblem(value));
-}
-
-/** The value of an int64 stream sequence as a number; throws INVALID_ARGUMENT naming the field. */
-export function sequenceNumber(field: string, value: bigint | number): number {
-  return checked(field, value, sequenceProblem(value));
-}
-
 function inRange(value: bigint | number, max: number): boolean {
   if (typeof value === "bigint") return value >= 0n && value <= BigInt(max);
   return Number.isSafeInteger(value) && value >= 0 && value <= max;
-}
-
-function checked(field: string, value: bigint | number, problem: string | undefined): number {
-  if (problem) throw new InvalidArgumentError(`${field}: ${problem}`, [{ field, description: problem }]);
-  return Number(value);
 }
 
 // --- what a projection stores ------------------------------------------------------

@@ -8,10 +8,8 @@ import {
   checkRequestText,
   MAX_TIMESTAMP_MS,
   requestTextViolations,
-  sequenceNumber,
   sequenceProblem,
   snakeCase,
-  timestampMs,
   timestampMsProblem,
 } from "./validation.js";
 
@@ -94,21 +92,16 @@ describe("int64 range checks", () => {
   it("accepts 0 through the end of year 9999 for millisecond timestamps", () => {
     expect(timestampMsProblem(0n)).toBeUndefined();
     expect(timestampMsProblem(BigInt(MAX_TIMESTAMP_MS))).toBeUndefined();
-    expect(timestampMs("since_ms", 1_700_000_000_000n)).toBe(1_700_000_000_000);
+    expect(timestampMsProblem(1_700_000_000_000n)).toBeUndefined();
     expect(new Date(MAX_TIMESTAMP_MS).toISOString()).toBe("9999-12-31T23:59:59.999Z");
     for (const bad of [-1n, BigInt(MAX_TIMESTAMP_MS) + 1n, 8_640_000_000_000_000n, 2n ** 63n - 1n]) {
       expect(timestampMsProblem(bad)).toMatch(/between 0 and 253402300799999/);
     }
   });
 
-  it("accepts sequences up to 2^53-1, and names the field given when refusing", () => {
-    expect(sequenceNumber("after_sequence", 2n ** 53n - 1n)).toBe(Number.MAX_SAFE_INTEGER);
+  it("accepts sequences up to 2^53-1", () => {
+    expect(sequenceProblem(2n ** 53n - 1n)).toBeUndefined();
     expect(sequenceProblem(-1n)).toBeDefined();
-    expect(() => sequenceNumber("after_sequence", 2n ** 53n)).toThrow(
-      expect.objectContaining({
-        code: "INVALID_ARGUMENT",
-        violations: [{ field: "after_sequence", description: expect.stringMatching(/between 0 and/) }],
-      }),
-    );
+    expect(sequenceProblem(2n ** 53n)).toMatch(/between 0 and/);
   });
 });

@@ -2,7 +2,6 @@ import { createHash, randomBytes, randomUUID, timingSafeEqual } from "node:crypt
 import {
   aggregate,
   type EventStore,
-  isKnownScope,
   isPlatformScope,
   type NewEvent,
   NotFoundError,
@@ -20,8 +19,6 @@ import {
   decideRotate,
   type ServiceAccount,
   ServiceAccountAggregate,
-  ServiceAccountEvents,
-  scopeProblem,
   serviceAccountIdProblem,
 } from "../domain/service-account.js";
 import { UserAggregate } from "../domain/user.js";
@@ -130,7 +127,7 @@ export class ServiceAccounts {
       presented,
     );
     if (state.kind !== "active" || !(current || previous)) throw refuse();
-    const held = await this.#trustedScopes(clientId, state.scopes);
+    const held = await this.#trustedScopes(state);
     const scopes = requested.length === 0 ? held : [...new Set(requested)];
     if (!scopes.every((s) => held.includes(s)))
       throw new PermissionDeniedError("scope not granted to this client");
@@ -232,13 +229,9 @@ export class ServiceAccounts {
    * organisation owner. A platform scope is minted only when the account's
    * creator is an operator user; auth:operator never is (it is a user flag).
    */
-  async #trustedScopes(serviceAccountId: string, scopes: string[]): Promise<string[]> {
+  async #trustedScopes(account: { scopes: string[]; createdBy: string }): Promise<string[]> {
+    const { scopes, createdBy } = account;
     if (!scopes.some(isPlatformScope)) return scopes;
-    const { state: createdBy } = await this.#store.load(Subjects.serviceAccount(serviceAccountId), {
-      initial: () => "",
-      decode: ServiceAccountEvents.decode,
-      evolve: (acc: string, e) => (e.type === "ServiceAccountCreated" ? e.data.createdBy : acc),
-    });
     const creator = /^[A-Za-z0-9_-]{1,64}$/.test(createdBy)
       ? (await aggregate(this.#store, UserAggregate).load(createdBy)).state
       : undefined;

@@ -18,6 +18,8 @@ export interface ServiceAccountData {
   previousSecret: { hash: string; validUntilMs: number } | undefined;
   /** When the account was last disabled or deleted (ms), 0 if never: its tokens up to then are refused. */
   notBeforeMs: number;
+  /** Who created it: platform scopes count only for accounts an operator created. */
+  createdBy: string;
 }
 
 /** Active, disabled (no exchange until enabled) or deleted (final). */
@@ -52,6 +54,7 @@ export const serviceAccountReducer: Reducer<ServiceAccount, EventOf<typeof Servi
         secretHash: e.secretHash,
         previousSecret: undefined,
         notBeforeMs: 0,
+        createdBy: e.createdBy,
       };
     }
     if (state.kind === "none" || state.kind === "deleted") return state;

@@ -4,7 +4,6 @@ import {
   ConcurrencyError,
   type EventStore,
   FOLLOW_SCOPE,
-  InvalidArgumentError,
   NotFoundError,
   type Principal,
 } from "@spool/kit";
