@@ -28,7 +28,7 @@ export interface ExpandedEntry {
   readonly sha256: string;
 }
 
-/** Stable refusal codes; the proto enum ArchiveRefusalReason mirrors them (ARCHIVE_REFUSAL_<CODE>). */
+/** Stable refusal codes; the proto enum ArchiveRefusalReason mirrors them (ARCHIVE_REFUSAL_REASON_<CODE>, proto/spool/files/v1/archive.proto). */
 export type ArchiveRefusalReason =
   | "ABSOLUTE_PATH"
   | "DRIVE_PATH"
