@@ -280,10 +280,17 @@ export class Expander {
     size: number,
     format: ArchiveFormat,
   ): Promise<ExpandedEntry[]> {
-    const written =
-      format === "zip"
-        ? await expandZip(this, level, file, size)
-        : await expandTar(this, level, file, format === "tar.gz");
+    let written: WrittenFile[];
+    try {
+      written =
+        format === "zip"
+          ? await expandZip(this, level, file, size)
+          : await expandTar(this, level, file, format === "tar.gz");
+    } catch (error) {
+      // An abort surfaces through library callbacks and streams; report it as the caller's own reason.
+      if (this.signal?.aborted) throw this.signal.reason;
+      throw error;
+    }
     const out: ExpandedEntry[] = [];
     for (const entry of written) {
       const nested = nestedArchiveFormat(entry);
