@@ -48,7 +48,7 @@ export interface Level {
 export interface WrittenFile extends ExpandedEntry {
   readonly segments: readonly string[];
   readonly shownAs: string;
-  /** The first SNIFF_BYTES bytes. */
+  /** The first SNIFF_BYTES bytes when the name is an archive's ("x.zip"), else empty. */
   readonly head: Buffer;
 }
 
@@ -187,7 +187,8 @@ export class Expander {
     const { maxEntryBytes, maxTotalBytes, maxRatio, ratioGraceBytes } = this.limits;
     const hash = createHash("sha256");
     const headChunks: Buffer[] = [];
-    let headBytes = 0;
+    // Only a file named like an archive can be a nested one; others keep no head (10,000 × 4 KiB adds up).
+    let headBytes = formatFromName(segments[segments.length - 1] as string) === undefined ? SNIFF_BYTES : 0;
     let size = 0;
     let crc = 0;
     let file: FileHandle;
