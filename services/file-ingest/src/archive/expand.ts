@@ -148,6 +148,7 @@ export class Expander {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
         const stat = await lstat(dir);
+        if (stat.isSymbolicLink()) refuse("LINK", shownAs, "a link stands where a directory goes");
         if (!stat.isDirectory()) refuse("DUPLICATE_NAME", shownAs, "a directory's place is taken");
       }
       if ((await realpath(dir)) !== dir) refuse("PARENT_SEGMENT", shownAs, "resolves outside the target");
@@ -199,8 +200,11 @@ export class Expander {
         FILE_MODE,
       );
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "EEXIST")
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+        if ((await lstat(path)).isSymbolicLink())
+          refuse("LINK", shownAs, "a link stands where the file goes");
         refuse("DUPLICATE_NAME", shownAs, "file exists");
+      }
       throw error;
     }
     try {
