@@ -77,11 +77,12 @@ const startExternal = async (requestId: string, token = userToken) =>
       {
         clientRequestId: requestId,
         model: "external",
-        messages: [{ role: "user", content: "hi" }],
+        messages: [{ role: "user", content: "hi", toolCalls: [] }],
         parameters: undefined,
         toolIds: [],
         fileIds: [],
         conversationId: "",
+        tools: [],
       },
       token,
     )

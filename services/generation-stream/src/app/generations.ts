@@ -12,6 +12,8 @@ import {
   GenerationStatus,
   type Message,
   type Parameters,
+  type ToolChoice,
+  type ToolDefinition,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
 import {
@@ -33,6 +35,8 @@ export interface StartInput {
   toolIds: string[];
   fileIds: string[];
   conversationId: string;
+  tools?: ToolDefinition[];
+  toolChoice?: ToolChoice | undefined;
 }
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -82,6 +86,8 @@ export class Generations {
       toolIds: input.toolIds,
       fileIds: input.fileIds,
       conversationId: input.conversationId,
+      tools: input.tools ?? [],
+      toolChoice: input.toolChoice,
     };
     try {
       return await this.#create(request, caller.subject);
