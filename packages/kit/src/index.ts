@@ -6,6 +6,7 @@ export * from "./errors.js";
 export * from "./event-codec.js";
 export * from "./event-store.js";
 export * from "./events.js";
+export * from "./files-streams.js";
 export * from "./grpc/index.js";
 export * from "./logger.js";
 export * from "./managed.js";
