@@ -1,4 +1,4 @@
-import { baseConfigShape, ConfigError, loadConfig, secret } from "@spool/kit";
+import { baseConfigShape, ConfigError, envBoolean, loadConfig, secret } from "@spool/kit";
 import { z } from "zod";
 import { DEFAULT_BUILTIN_MAX_TOKENS } from "./providers/builtin.js";
 
@@ -43,6 +43,16 @@ export const genConfigShape = {
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),
+  /** File ids per StartGeneration (file_ids). */
+  MAX_FILE_IDS: int(100, 0, 1_000),
+  /**
+   * File attachments: consume file-ingest's FILES stream into this service's projection and check
+   * every file id a start names. Off: a start naming files is FAILED_PRECONDITION, and FILES is not
+   * waited for (a deployment without file-ingest). On: the service waits for FILES at start.
+   */
+  FILES_ENABLED: envBoolean.default(false),
+  /** How long a start naming a file not (yet) usable waits for the files projection to catch up. */
+  FILES_CATCH_UP_MS: int(2_000, 0, 30_000),
   /** Tool definitions per StartGeneration (and tool calls per message); OpenAI's own limit is 128. */
   MAX_TOOLS: int(128, 0, 10_000),
   /** A tool's parameters JSON Schema, as JSON text. */
@@ -147,6 +157,7 @@ export function requestLimits(config: GenConfig) {
     maxMessages: config.MAX_MESSAGES,
     maxMessageChars: config.MAX_MESSAGE_CHARS,
     maxTotalChars: config.MAX_TOTAL_CHARS,
+    maxFileIds: config.MAX_FILE_IDS,
     maxTools: config.MAX_TOOLS,
     maxToolSchemaChars: config.MAX_TOOL_SCHEMA_CHARS,
     maxToolDescriptionChars: config.MAX_TOOL_DESCRIPTION_CHARS,

@@ -50,6 +50,7 @@ export interface RequestLimits extends ToolLimits {
   maxMessages: number;
   maxMessageChars: number;
   maxTotalChars: number;
+  maxFileIds: number;
   models: readonly string[];
 }
 
@@ -57,10 +58,22 @@ const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ID_FORMAT = "1-128 of letters, digits, '_', '-'";
 const ROLES = new Set(["system", "user", "assistant", "tool"]);
 
-const ids: Rule<string[]> = (list, field, v) => {
-  if (list.length > 100) v.check(field, "at most 100");
-  if (list.some((id) => !ID.test(id))) v.check(field, `ids are ${ID_FORMAT}`);
-};
+function idList(max: number): Rule<string[]> {
+  return (list, field, v) => {
+    if (list.length > max) v.check(field, `at most ${max}`);
+    if (list.some((id) => !ID.test(id))) v.check(field, `ids are ${ID_FORMAT}`);
+  };
+}
+const ids = idList(100);
+
+/** file_ids: each named once (access is checked in app/, against the files projection). */
+function fileIdList(max: number): Rule<string[]> {
+  const shape = idList(max);
+  return (list, field, v) => {
+    shape(list, field, v);
+    if (new Set(list).size !== list.length) v.check(field, "each file at most once");
+  };
+}
 
 /** A message's characters: its text and the arguments of the tool calls it carries back. */
 const charsOf = (m: Message) =>
@@ -114,7 +127,7 @@ export function generationRules(l: RequestLimits): RequestRules<Definition> {
         ),
         messages: messages(l),
         toolIds: ids,
-        fileIds: ids,
+        fileIds: fileIdList(l.maxFileIds),
         conversationId: rule.check((id) => (id && !ID.test(id) ? ID_FORMAT : undefined)),
         parameters,
         tools: toolsRule(l),

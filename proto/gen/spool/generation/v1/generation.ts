@@ -338,8 +338,17 @@ export interface StartGenerationRequest {
   parameters?:
     | Parameters
     | undefined;
-  /** At most 100 each; ids as for client_request_id. */
+  /** At most 100; ids as for client_request_id. */
   toolIds: string[];
+  /**
+   * Files (file-ingest ids) the generation may use: at most 100 (server
+   * setting SPOOL_MAX_FILE_IDS), each once, ids as for client_request_id.
+   * Each must be the caller's own (an owner's or admin's: their
+   * organisation's), scanned clean and not deleted; anything else is
+   * NOT_FOUND, except a file the caller may see that is still being scanned:
+   * FAILED_PRECONDITION (retry once it is clean). FAILED_PRECONDITION for any
+   * file when the deployment has no file attachments (SPOOL_FILES_ENABLED).
+   */
   fileIds: string[];
   /** Optional; when set, as for client_request_id. */
   conversationId: string;
