@@ -14,6 +14,8 @@ export const filesProjection = defineProjection({
   stream: FilesStreams.FILES.name,
   filterSubject: Files.all,
   tables: ["files"],
+  // Never skip an event: a skipped FileDeleted or infected verdict would leave a file usable.
+  strict: true,
   migrate: async (tx, t) => {
     await tx.unsafe(`CREATE TABLE ${t.files} (
       file_id text PRIMARY KEY,
