@@ -10,7 +10,15 @@ import type { AddressInfo, Socket } from "node:net";
 import { gzipSync } from "node:zlib";
 import { createTestCertificates } from "@spool/testing";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { SafeFetchError, type SafeFetchOptions, type SafeFetchReason, safeFetch } from "../index.js";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  SafeFetchError,
+  type SafeFetchOptions,
+  type SafeFetchReason,
+  safeFetch,
+  safeFetchErrorToSpoolError,
+} from "../index.js";
 
 interface TestServer {
   port: number;
@@ -267,6 +275,7 @@ describe("IP literals are refused without DNS and without connecting", () => {
     const before = plain.connections + internal.connections;
     const e = await failure(safeFetch(`http://${host}:${P}/ok`, local({ unsafeAllowedTargets: [] })));
     expect(e.reason).toBe("ADDRESS_BLOCKED");
+    expect(safeFetchErrorToSpoolError(e)).toBeInstanceOf(InvalidArgumentError);
     expect(dns.calls).toEqual([]);
     expect(plain.connections + internal.connections).toBe(before);
   });
@@ -390,8 +399,10 @@ describe("redirects", () => {
   const redirect = (to: string, status = 302, host = `a.test:${P}`) =>
     `http://${host}/redirect?status=${status}&to=${encodeURIComponent(to)}`;
 
-  it("are refused by default", async () => {
-    expect(await reason(safeFetch(redirect("/ok"), local()))).toBe("REDIRECT_REFUSED");
+  it("are refused by default, blaming the redirect rather than the caller's URL", async () => {
+    const e = await failure(safeFetch(redirect("/ok"), local()));
+    expect(e).toMatchObject({ reason: "REDIRECT_REFUSED", hop: 1 });
+    expect(safeFetchErrorToSpoolError(e, "source_url")).toBeInstanceOf(FailedPreconditionError);
   });
 
   it("are followed when allowed, each hop checked", async () => {

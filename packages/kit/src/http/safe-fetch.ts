@@ -163,10 +163,8 @@ export async function safeFetch(input: string, options: SafeFetchOptions = {}): 
         throw new SsrfRefusedError(
           "REDIRECT_REFUSED",
           "the server answered with a redirect; redirects are off",
-          {
-            hop,
-            host: target.host,
-          },
+          // The refused request is the redirect's: hop + 1, so the caller's URL is not blamed.
+          { hop: hop + 1, host: target.host },
         );
       }
       if (hop + 1 > settings.maxRedirects) {
