@@ -142,7 +142,15 @@ export class FollowHub<T> {
       ]);
     }
     const subject = this.#subjectOf(id);
-    return this.#follow(subject, after, signal, idleMs);
+    const lease = {
+      acquire: () => {
+        if (this.#closed) throw new UnavailableError("the follow hub is closed");
+        return this.#acquire(subject);
+      },
+      release: (sub: Subscription<T>) => this.#release(sub),
+    };
+    const timing = { heartbeatMs: this.#heartbeatMs, idleMs, stallMs: this.#stallMs };
+    return new Follower(lease, after, signal, timing, this.#logger).run();
   }
 
   stats(): FollowHubStats {
@@ -164,23 +172,6 @@ export class FollowHub<T> {
     const subs = [...this.#subs.values()];
     this.#subs.clear();
     await Promise.all(subs.map((s) => s.close()));
-  }
-
-  async *#follow(
-    subject: string,
-    after: number,
-    signal: AbortSignal,
-    idleMs: number,
-  ): AsyncGenerator<FollowItem<T>> {
-    if (signal.aborted) return;
-    if (this.#closed) throw new UnavailableError("the follow hub is closed");
-    const sub = this.#acquire(subject);
-    try {
-      const timing = { heartbeatMs: this.#heartbeatMs, idleMs, stallMs: this.#stallMs };
-      yield* new Follower(sub, after, signal, timing, this.#logger).run();
-    } finally {
-      this.#release(sub);
-    }
   }
 
   #acquire(subject: string): Subscription<T> {

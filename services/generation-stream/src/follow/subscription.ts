@@ -28,6 +28,11 @@ export interface SubscriptionContext<T> {
   counters: Counters;
 }
 
+/** A follower waiting for the subscription to change (see Subscription.wait). */
+export interface Waiter {
+  wake(): void;
+}
+
 /** A subscription that cannot go on: followers at or past `at` get `error`. */
 export interface Failure {
   error: unknown;
@@ -62,7 +67,12 @@ export class Subscription<T> {
   lingerTimer: NodeJS.Timeout | undefined;
   readonly #stop = new AbortController();
   #messages: ConsumerMessages | undefined;
-  #changed = Promise.withResolvers<void>();
+  /**
+   * Followers waiting for the next change, woken directly by #notify: no
+   * promise, timer or abort listener per follower per event (the profile's
+   * "follower wake-ups", docs/BENCHMARKS.md).
+   */
+  #waiting = new Set<Waiter>();
   #run: Promise<void> | undefined;
 
   constructor(ctx: SubscriptionContext<T>, subject: string, limits: { maxEvents: number; maxBytes: number }) {
@@ -72,9 +82,14 @@ export class Subscription<T> {
     this.ring = new Ring<T>(limits);
   }
 
-  /** Resolves at the next change (event, anchor, terminal, failure, close). */
-  get changed(): Promise<void> {
-    return this.#changed.promise;
+  /** Wakes `waiter` once, at the next change (event, anchor, terminal, failure, close). */
+  wait(waiter: Waiter): void {
+    this.#waiting.add(waiter);
+  }
+
+  /** Forgets a waiter woken by something else (its timer, its abort). */
+  unwait(waiter: Waiter): void {
+    this.#waiting.delete(waiter);
   }
 
   /** True while a shared consumer is delivering (not anchoring, backing off or finished). */
@@ -263,7 +278,9 @@ export class Subscription<T> {
   }
 
   #notify(): void {
-    this.#changed.resolve();
-    this.#changed = Promise.withResolvers<void>();
+    if (this.#waiting.size === 0) return;
+    const waiting = this.#waiting;
+    this.#waiting = new Set();
+    for (const w of waiting) w.wake();
   }
 }
