@@ -24,7 +24,13 @@ export const genConfigShape = {
   /** A producer's lease; renewed every third of it. A dead producer is noticed within about this long. */
   LEASE_MS: int(15_000, 1_000, 600_000),
   SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
-  /** Generations one replica's built-in workers run at once. */
+  /**
+   * Processes of this replica (node:cluster workers sharing the gRPC port, each
+   * a full replica: docs/adr/gen-perf-multicore.md). 1: one process, as before;
+   * 0: one per core.
+   */
+  WORKERS: int(1, 0, 64),
+  /** Generations one replica's built-in workers run at once (per process when WORKERS > 1). */
   WORKER_CONCURRENCY: int(16, 1, 10_000),
   /** At shutdown, how long running generations may take to finish (then their leases settle them). */
   WORKER_DRAIN_MS: int(8_000, 0, 600_000),
