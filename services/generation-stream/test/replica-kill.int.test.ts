@@ -106,7 +106,7 @@ for (const workers of [1, 2]) {
       followerReplica.client.close();
       followerReplica.child.kill("SIGTERM");
       expect(await followerReplica.child.exited).toBe(0);
-    });
+    }, 240_000);
   });
 
   describe(`a replica shutting down (SPOOL_WORKERS=${workers})`, () => {
@@ -179,6 +179,6 @@ for (const workers of [1, 2]) {
       second.client.close();
       second.child.kill("SIGTERM");
       expect(await second.child.exited).toBe(0);
-    });
+    }, 240_000);
   });
 }
