@@ -37,6 +37,10 @@ export const genConfigShape = {
   COALESCE_WINDOW_MS: int(20, 0, 1_000),
   COALESCE_MAX_CHARS: int(2_048, 1, 1_000_000),
   HEARTBEAT_MS: int(10_000, 100, 300_000),
+  /** Followers behind memory share one log read per generation, holding at most this many bytes (0: no sharing). */
+  FOLLOW_CATCHUP_BYTES: int(4 * 1024 * 1024, 0, 1024 * 1024 * 1024),
+  /** Most followers reading the log alone at once per process (a JetStream consumer each); the rest wait. */
+  FOLLOW_MAX_CATCHUP_READS: int(64, 1, 100_000),
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),

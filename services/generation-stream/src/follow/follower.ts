@@ -1,4 +1,5 @@
 import { type Logger, UnavailableError } from "@spool/kit";
+import type { Backfill } from "./backfill.js";
 import type { FollowItem } from "./decode.js";
 import { FollowGapError, FollowTimeoutError } from "./errors.js";
 import type { JsMsg, LogCursor } from "./log-cursor.js";
@@ -59,6 +60,12 @@ export class Follower<T> implements Waiter {
   /** Resolves the current wait, if any. */
   #resume: (() => void) | undefined;
   #timer: NodeJS.Timeout | undefined;
+  /** The shared catch-up read this follower takes events from, while behind the ring. */
+  #backfill: Backfill<T> | undefined;
+  /** Holds one of the hub's slots for reading the log alone (released with the cursor). */
+  #holdsSlot = false;
+  /** This catch-up's shared read ran dry: read the log alone until back on the ring. */
+  #backfillDone = false;
   /** When the pending timer fires. */
   #timerAt = 0;
 
@@ -96,6 +103,8 @@ export class Follower<T> implements Waiter {
           const want = this.#delivered + 1;
           if (this.#readsFromRing(sub.ring, want)) {
             this.#closeCursor();
+            this.#leaveBackfill(sub);
+            this.#backfillDone = false;
             const e = sub.ring.get(want);
             if (e) {
               // Inline (not a delegated generator): this is the per-event path.
@@ -103,6 +112,22 @@ export class Follower<T> implements Waiter {
               this.#lastYield = this.#lastEvent = Date.now();
               yield { kind: "event", sequence: e.sequence, terminal: e.terminal, payload: e.payload };
               if (e.terminal) return;
+              continue;
+            }
+          }
+          if (this.#cursor === undefined && want < sub.ring.first) {
+            const b = this.#backfillFor(sub, want);
+            if (b) {
+              const e = b.get(want);
+              if (e) {
+                this.#delivered = e.sequence;
+                this.#lastYield = this.#lastEvent = Date.now();
+                yield { kind: "event", sequence: e.sequence, terminal: e.terminal, payload: e.payload };
+                if (e.terminal) return;
+                continue;
+              }
+              // Not read yet: the backfill wakes the subscription's waiters as it reads.
+              if ((yield* this.#awaitChange(sub)) === "end") return;
               continue;
             }
           }
@@ -119,6 +144,8 @@ export class Follower<T> implements Waiter {
       this.#timer = undefined;
       sub.unwait(this);
       this.#closeCursor();
+      sub.slots.forget(this);
+      this.#leaveBackfill(sub);
       this.#lease.release(sub);
     }
   }
@@ -154,6 +181,11 @@ export class Follower<T> implements Waiter {
 
   /** One read from the log, opening it first when needed. */
   async *#readLog(sub: Subscription<T>, want: number): AsyncGenerator<FollowItem<T>, Turn> {
+    if (this.#cursor === undefined && !this.#holdsSlot) {
+      // The hub caps followers reading alone at once; the rest wait their turn (heartbeats go on).
+      if (!(sub.slots.takeGrant(this) || sub.slots.tryAcquire(this))) return yield* this.#awaitChange(sub);
+      this.#holdsSlot = true;
+    }
     const cursor = this.#cursor ?? (await this.#openCursor(sub, want));
     if (cursor === undefined) return "end";
     const { heartbeatMs, idleMs, stallMs } = this.#timing;
@@ -279,6 +311,38 @@ export class Follower<T> implements Waiter {
   #closeCursor(): void {
     this.#cursor?.close();
     this.#cursor = undefined;
+    if (this.#holdsSlot) {
+      this.#holdsSlot = false;
+      this.#sub?.slots.release();
+    }
+  }
+
+  /** The shared catch-up read to take `want` from, joining it; throws when the log lost `want`. */
+  #backfillFor(sub: Subscription<T>, want: number): Backfill<T> | undefined {
+    let b = this.#backfill;
+    if (b === undefined) {
+      // One that ran dry (stopped, or full) is not replaced for this catch-up: the follower reads alone.
+      if (this.#backfillDone) return undefined;
+      b = sub.backfillFor(want);
+      if (!b) return undefined;
+      b.readers++;
+      this.#backfill = b;
+    }
+    if (b.fromStart && b.first > 0 && want < b.first) throw new FollowGapError(sub.subject, want, b.first);
+    if (b.gap && want >= b.gap.missingFrom && want < b.gap.found)
+      throw new FollowGapError(sub.subject, want, b.gap.found);
+    if (!b.serves(want)) {
+      this.#leaveBackfill(sub);
+      this.#backfillDone = true;
+      return undefined;
+    }
+    return b;
+  }
+
+  #leaveBackfill(sub: Subscription<T>): void {
+    if (this.#backfill === undefined) return;
+    sub.leaveBackfill(this.#backfill);
+    this.#backfill = undefined;
   }
 }
 
