@@ -522,7 +522,7 @@ describe(`FollowHub (seed ${seed})`, () => {
     );
     const results = await Promise.all(runs.map((r) => r.done));
     clearInterval(sampler);
-    results.forEach((got, i) => expect(plain(got)).toEqual(runs[i]!.p.expected(0)));
+    for (const [i, got] of results.entries()) expect(plain(got)).toEqual(runs[i]!.p.expected(0));
     const stats = hub.stats();
     // Each follower read alone (the behaviour before shared reads: a consumer per follower) ...
     expect(stats.sharedCatchUps).toBe(0);
