@@ -46,6 +46,9 @@ export interface CatchUpResult {
   consumersCreated: number;
   sharedReads: number;
   mostReadsAloneAtOnce: number;
+  /** Followers whose follow failed (e.g. NATS timeouts when too many consumers are created at once). */
+  failed: number;
+  firstError: string | undefined;
   seconds: number;
   cpuMs: number;
 }
@@ -96,7 +99,8 @@ async function main(): Promise<void> {
         console.log(
           `round ${round} ${v.label.padEnd(38)} consumers ${String(r.consumersCreated).padStart(5)} ` +
             `(shared ${r.sharedReads}, at most ${r.mostReadsAloneAtOnce} alone at once), ` +
-            `all caught up in ${r.seconds.toFixed(2)} s, CPU ${r.cpuMs.toFixed(0)} ms`,
+            `${r.followers - r.failed} caught up in ${r.seconds.toFixed(2)} s, ${r.failed} failed` +
+            `${r.firstError ? ` (${r.firstError})` : ""}, CPU ${r.cpuMs.toFixed(0)} ms`,
         );
       }
     }
@@ -147,6 +151,8 @@ async function measure(
       consumersCreated: st.catchUps + st.sharedConsumers,
       sharedReads: st.sharedCatchUps,
       mostReadsAloneAtOnce: most,
+      failed,
+      firstError,
       seconds,
       cpuMs: (cpu.user + cpu.system) / 1000,
     };
