@@ -127,18 +127,31 @@ async function measure(
   }, 2);
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  let failed = 0;
+  let firstError: string | undefined;
   try {
     await Promise.all(
       ids.flatMap((id) =>
         Array.from({ length: F }, async () => {
           let expected = 1;
-          for await (const item of hub.follow(id, 0, ac.signal)) {
-            if (item.kind !== "event") continue;
-            if (item.sequence !== expected)
-              throw new Error(`${id}: got ${item.sequence}, expected ${expected}`);
-            expected++;
+          try {
+            for await (const item of hub.follow(id, 0, ac.signal)) {
+              if (item.kind !== "event") continue;
+              if (item.sequence !== expected)
+                throw new SequenceError(`${id}: got ${item.sequence}, expected ${expected}`);
+              expected++;
+            }
+          } catch (e) {
+            // A follow that fails is counted (a client would retry it); a wrong sequence is not tolerated.
+            if (e instanceof SequenceError) throw e;
+            failed++;
+            firstError ??=
+              e instanceof Error
+                ? `${e.message}${e.cause instanceof Error ? `: ${e.cause.message}` : ""}`
+                : String(e);
+            return;
           }
-          if (expected !== E + 1) throw new Error(`${id}: ended after ${expected - 1} of ${E}`);
+          if (expected !== E + 1) throw new SequenceError(`${id}: ended after ${expected - 1} of ${E}`);
         }),
       ),
     );
@@ -161,5 +174,7 @@ async function measure(
     await hub.close();
   }
 }
+
+class SequenceError extends Error {}
 
 await main();
