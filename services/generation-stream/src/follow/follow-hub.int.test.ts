@@ -477,6 +477,31 @@ describe(`FollowHub (seed ${seed})`, () => {
     expect(seen).toEqual([1, 2]);
   });
 
+  it("live followers wait without a timer or abort listener per event", async () => {
+    const hub = newHub();
+    const producer = new Producer(newId("quiet-waits"));
+    const followers = 20;
+    const events = 100;
+    const ac = new AbortController();
+    const signal = ac.signal;
+    const listen = vi.spyOn(signal, "addEventListener");
+    const timers = vi.spyOn(globalThis, "setTimeout");
+    const all = Array.from({ length: followers }, () => collect(hub.follow(producer.id, 0, signal)));
+    for (let i = 0; i < events; i++) {
+      await producer.append(1, i === events - 1);
+      // Every follower waits between two events, so each event wakes them all.
+      await sleep(1);
+    }
+    const results = await Promise.all(all);
+    for (const got of results) expect(plain(got)).toEqual(producer.expected(0));
+    // One abort listener per follow for its whole life (the old code added one per wait) ...
+    expect(listen.mock.calls.filter(([type]) => type === "abort").length).toBeLessThanOrEqual(followers);
+    // ... and timers: the producer's requests and sleeps (~2 per event), a few per follower, never one per delivery.
+    expect(timers.mock.calls.length).toBeLessThan((followers * events) / 4);
+    listen.mockRestore();
+    timers.mockRestore();
+  });
+
   it("many followers catching up on a fresh hub share one log read per subject", async () => {
     const rand = rng(11);
     const generations = 10;
