@@ -1,3 +1,4 @@
+import { mkdir, writeFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -441,6 +442,19 @@ async function spoolStep(run: Run, i: number, rate: number): Promise<void> {
     if (rate === s.goalRate) run.cancel = await cancelStep(run, `127.0.0.1:${svc.port}`);
   } finally {
     await Promise.all(replicas.map((r) => stopChild(r.child)));
+    // The services' warnings and errors, for a step that lost or failed follows.
+    for (const [r, replica] of replicas.entries()) {
+      const notable = replica.child
+        .output()
+        .split("\n")
+        .filter((l) => /"level":"(warn|error|fatal)"/.test(l));
+      if (notable.length > 0) {
+        const file = path.join(RESULTS_DIR, `gen-service-${slice.id}-s${i}-r${r}.log`);
+        await mkdir(RESULTS_DIR, { recursive: true });
+        await writeFile(file, `${notable.join("\n")}\n`);
+        log(`  ${notable.length} warnings/errors of replica ${r}: ${path.relative(process.cwd(), file)}`);
+      }
+    }
   }
 }
 
