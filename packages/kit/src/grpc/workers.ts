@@ -37,7 +37,16 @@ export function workerCount(workers: number): number {
  */
 export function runWorkers(name: string, options: WorkersOptions, service: () => void): void {
   const n = workerCount(options.workers);
-  if (cluster.isWorker || n <= 1) {
+  if (cluster.isWorker) {
+    // Node ends a worker whose primary is gone; should that not happen (the worker busy in its own
+    // shutdown when the primary went), it ends itself shortly after.
+    process.once("disconnect", () => {
+      setTimeout(() => process.kill(process.pid, "SIGKILL"), 5_000).unref();
+    });
+    service();
+    return;
+  }
+  if (n <= 1) {
     service();
     return;
   }
@@ -59,7 +68,9 @@ export function runWorkers(name: string, options: WorkersOptions, service: () =>
     if (stopping) return;
     stopping = true;
     setTimeout(() => {
-      logger.error("workers did not stop in time; exiting");
+      // Never leave a worker behind: a stuck one would keep serving with nobody supervising it.
+      logger.error({ left: slots.size }, "workers did not stop in time; killing them and exiting");
+      for (const w of slots.keys()) w.process.kill("SIGKILL");
       process.exit(1);
     }, options.hardTimeoutMs ?? 70_000).unref();
     for (const w of slots.keys()) w.process.kill("SIGTERM");
