@@ -572,12 +572,12 @@ function tableRows(
     const isGoal = st !== undefined && st === goalStep;
     const offered = s.generations * s.followers * rate;
     const peerText = p
-      ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}`
+      ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}; server CPU ${cpuMicros(p.result)} µs/delivery`
       : "peer —";
     rows.push({
       figure: `${s.generations} × ${s.followers} × ${rate} tokens/s (offered ${fmtCount(offered)} deliveries/s)`,
       value: st
-        ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}`
+        ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}; server CPU ${cpuMicros(st.result)} µs/delivery`
         : "Spool — (saturated earlier)",
       beside: peerText + (isGoal ? `; ${rawText}` : ""),
       goal: isGoal ? `p99 < ${GOALS.maxDelayP99Ms} ms; every delivery arrives` : "every delivery arrives",
