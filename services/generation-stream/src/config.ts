@@ -26,7 +26,7 @@ export const genConfigShape = {
   SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
   /**
    * Processes of this replica (node:cluster workers sharing the gRPC port, each
-   * a full replica: docs/adr/gen-perf-multicore.md). 1: one process, as before;
+   * a full replica: docs/adr/0009-generation-stream-multicore.md). 1: one process, as before;
    * 0: one per core.
    */
   WORKERS: int(1, 0, 64),

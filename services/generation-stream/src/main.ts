@@ -12,7 +12,7 @@ try {
 }
 
 // SPOOL_WORKERS > 1: that many cluster workers, each a full replica on the shared gRPC port
-// (docs/adr/gen-perf-multicore.md); each gets its own metrics port (METRICS_PORT + index).
+// (docs/adr/0009-generation-stream-multicore.md); each gets its own metrics port (METRICS_PORT + index).
 runWorkers(
   "generation-stream",
   {

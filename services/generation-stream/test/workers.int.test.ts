@@ -1,5 +1,5 @@
 // A replica on several cores (SPOOL_WORKERS, node:cluster workers sharing the
-// gRPC port; docs/adr/gen-perf-multicore.md): follows spread over the workers
+// gRPC port; docs/adr/0009-generation-stream-multicore.md): follows spread over the workers
 // by connection, resumes cross workers, and a worker's death touches only its
 // own followers, who resume without a gap.
 import { credentials, Metadata, status } from "@grpc/grpc-js";

@@ -1,6 +1,6 @@
 // A replica on every core: node:cluster workers, each a full copy of the
 // service (its own NATS connection, follow hub, producer, gRPC server), all
-// accepting on one shared gRPC port (see docs/adr/gen-perf-multicore.md).
+// accepting on one shared gRPC port (see docs/adr/0009-generation-stream-multicore.md).
 // The primary only forks, restarts and stops them; it holds no connection.
 import cluster, { type Worker } from "node:cluster";
 import { availableParallelism } from "node:os";
