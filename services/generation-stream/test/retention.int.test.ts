@@ -11,24 +11,31 @@ import { verifyTranscript } from "@spool/transcript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuiltinModel } from "../src/providers/index.js";
 import { openFollow, textOf } from "./follow-client.js";
-import { authCall, call, type Stack, startStack } from "./harness.js";
+import { authCall, call, type Stack, startReplica, startStack } from "./harness.js";
 
 const infra = useInfra("genretain");
 const RETENTION_SECONDS = 2;
 let stack: Stack;
 let token: string;
 let foreignToken: string;
+let replica2: Awaited<ReturnType<typeof startReplica>>;
 
 beforeAll(async () => {
-  stack = await startStack(
-    infra(),
-    { SPOOL_GEN_OUTPUT_RETENTION_SECONDS: String(RETENTION_SECONDS), SPOOL_COALESCE_WINDOW_MS: "5" },
+  const models = () =>
     new Map([
       ["builtin", new BuiltinModel({ tokensPerSecond: 0, length: 60 })],
       // About 20 events a second for a minute: live while its oldest events expire.
       ["slow", new BuiltinModel({ tokensPerSecond: 20, length: 1_200 })],
-    ]),
+    ]);
+  stack = await startStack(
+    infra(),
+    { SPOOL_GEN_OUTPUT_RETENTION_SECONDS: String(RETENTION_SECONDS), SPOOL_COALESCE_WINDOW_MS: "5" },
+    models(),
   );
+  // A second replica, whose follow hub holds nothing it was not asked for: a follow hub serves the
+  // latest events of a generation it follows from memory (its ring) even once the log dropped them,
+  // so the probes below read through it to see what the log still holds.
+  replica2 = await startReplica(stack, models());
   const a = stack.auth.client;
   const admin = { email: "admin@spool.test", password: "correct horse battery staple 42" };
   token = (await authCall(a.login, a, admin)).tokens!.accessToken;
@@ -48,6 +55,7 @@ beforeAll(async () => {
   foreignToken = (await authCall(a.login, a, other)).tokens!.accessToken;
 });
 afterAll(async () => {
+  await replica2?.stop();
   await stack?.stop();
 });
 
@@ -80,6 +88,59 @@ function expiredDetail(error: ServiceError | undefined): OutputExpired {
 }
 
 describe("resuming past the output retention", () => {
+  it("a live generation whose oldest events expired: OUT_OF_RANGE naming the earliest kept, from which a resume works", async () => {
+    const id = await start("live", "slow");
+    // Running and writing: a follow of it sees deltas.
+    const watch = openFollow(stack.client, { generationId: id }, token);
+    await eventually(() => watch.events().some((e) => e.event?.$case === "delta"), {
+      timeoutMs: 30_000,
+      what: "the generation to write output",
+    });
+    watch.cancel();
+    // Let the retention remove its first events while it keeps writing.
+    const detail = await eventually(
+      async () => {
+        const f = openFollow(replica2.client, { generationId: id }, token);
+        await Promise.race([f.firstItem, f.done]);
+        if (f.items.length > 0) {
+          // Still whole from sequence 1: not expired yet.
+          expect(f.items[0]).toMatchObject({ $case: "event", value: { sequence: 1n } });
+          f.cancel();
+          await f.done;
+          return undefined;
+        }
+        const d = expiredDetail((await f.done).error);
+        return d.earliestSequence > 1n ? d : undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 250, what: "the first events to expire" },
+    );
+    expect(detail).toMatchObject({ generationId: id, requestedSequence: 1n });
+    // Resuming just before the earliest kept event continues with no gap (retried: the earliest keeps
+    // expiring while the generation runs, and then the answer names the newer one).
+    let earliest = Number(detail.earliestSequence);
+    const resumed = await eventually(
+      async () => {
+        const f = openFollow(
+          replica2.client,
+          { generationId: id, afterSequence: BigInt(earliest - 1) },
+          token,
+        );
+        await Promise.race([f.firstItem, f.done]);
+        if (f.items.length > 0) return f;
+        const end = await f.done;
+        earliest = Number(expiredDetail(end.error).earliestSequence);
+        return undefined;
+      },
+      { timeoutMs: 20_000, intervalMs: 10, what: "a resume from the earliest kept" },
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    resumed.cancel();
+    const seqs = resumed.events().map((e) => Number(e.sequence));
+    expect(seqs[0]).toBe(earliest);
+    expect(seqs).toEqual(seqs.map((_, i) => earliest + i));
+    await call(stack.client.cancelGeneration, stack.client, { generationId: id }, token);
+  });
+
   it("a finished generation's expired output: OUT_OF_RANGE naming GetGeneration, which has the transcript", async () => {
     const id = await start("finished", "builtin");
     const full = openFollow(stack.client, { generationId: id }, token);
@@ -108,15 +169,26 @@ describe("resuming past the output retention", () => {
       }),
     );
     expect(gone.end.error?.details).toMatch(/GetGeneration/);
-    // A resume from the middle, and a snapshot start, are refused the same way.
-    const middle = await openFollow(stack.client, { generationId: id, afterSequence: 3n }, token).done;
-    expect(expiredDetail(middle.error)).toMatchObject({ requestedSequence: 4n, earliestSequence: 0n });
-    const snap = await openFollow(stack.client, { generationId: id, fromSnapshot: true }, token).done;
-    expect(expiredDetail(snap.error)).toMatchObject({ requestedSequence: 1n });
-    // A client that already has everything: the follow simply ends.
-    const caughtUp = openFollow(stack.client, { generationId: id, afterSequence: BigInt(last) }, token);
-    expect((await caughtUp.done).how).toBe("end");
-    expect(caughtUp.items).toEqual([]);
+    // The same on the replica whose follow hub may still hold the generation's last events and on one
+    // that never followed it: a resume from the middle and a snapshot start are refused the same way,
+    // and a client that already has everything sees the follow simply end.
+    for (const client of [stack.client, replica2.client]) {
+      const first = await openFollow(client, { generationId: id }, token).done;
+      expect(expiredDetail(first.error)).toMatchObject({ requestedSequence: 1n, earliestSequence: 0n });
+      const middle = await openFollow(client, { generationId: id, afterSequence: 3n }, token).done;
+      expect(expiredDetail(middle.error)).toMatchObject({ requestedSequence: 4n, earliestSequence: 0n });
+      const snap = await openFollow(client, { generationId: id, fromSnapshot: true }, token).done;
+      expect(expiredDetail(snap.error)).toMatchObject({ requestedSequence: 1n });
+      for (const fromSnapshot of [false, true]) {
+        const caughtUp = openFollow(
+          client,
+          { generationId: id, afterSequence: BigInt(last), fromSnapshot },
+          token,
+        );
+        expect((await caughtUp.done).how).toBe("end");
+        expect(caughtUp.items).toEqual([]);
+      }
+    }
     // The final transcript is kept for good.
     const g = (await call(stack.client.getGeneration, stack.client, { generationId: id }, token)).generation!;
     expect(g.text).toBe(textOf(full.items));
@@ -124,48 +196,6 @@ describe("resuming past the output retention", () => {
     // Another organisation still learns nothing: NOT_FOUND, not OUT_OF_RANGE.
     const foreign = await openFollow(stack.client, { generationId: id }, foreignToken).done;
     expect(foreign.error?.code).toBe(status.NOT_FOUND);
-  });
-
-  it("a live generation whose oldest events expired: OUT_OF_RANGE naming the earliest kept, from which a resume works", async () => {
-    const id = await start("live", "slow");
-    // Let the retention remove its first events while it keeps writing.
-    const detail = await eventually(
-      async () => {
-        const f = openFollow(stack.client, { generationId: id }, token);
-        await Promise.race([f.firstItem, f.done]);
-        if (f.items.length > 0) {
-          // Still whole from sequence 1: not expired yet.
-          expect(f.items[0]).toMatchObject({ $case: "event", value: { sequence: 1n } });
-          f.cancel();
-          await f.done;
-          return undefined;
-        }
-        const d = expiredDetail((await f.done).error);
-        return d.earliestSequence > 1n ? d : undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 250, what: "the first events to expire" },
-    );
-    expect(detail).toMatchObject({ generationId: id, requestedSequence: 1n });
-    // Resuming just before the earliest kept event continues with no gap (retried: the earliest keeps
-    // expiring while the generation runs, and then the answer names the newer one).
-    let earliest = Number(detail.earliestSequence);
-    const resumed = await eventually(
-      async () => {
-        const f = openFollow(stack.client, { generationId: id, afterSequence: BigInt(earliest - 1) }, token);
-        await Promise.race([f.firstItem, f.done]);
-        if (f.items.length > 0) return f;
-        const end = await f.done;
-        earliest = Number(expiredDetail(end.error).earliestSequence);
-        return undefined;
-      },
-      { timeoutMs: 20_000, intervalMs: 10, what: "a resume from the earliest kept" },
-    );
-    await new Promise((r) => setTimeout(r, 300));
-    resumed.cancel();
-    const seqs = resumed.events().map((e) => Number(e.sequence));
-    expect(seqs[0]).toBe(earliest);
-    expect(seqs).toEqual(seqs.map((_, i) => earliest + i));
-    await call(stack.client.cancelGeneration, stack.client, { generationId: id }, token);
   });
 
   it("within the retention, the same follow is whole and verifies", async () => {

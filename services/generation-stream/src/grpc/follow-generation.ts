@@ -52,12 +52,12 @@ export function followGenerationHandler(d: FollowDeps) {
     const credentials = credentialSignal(caller, d.revocations);
     try {
       const send = sendUntil(ctx.send, credentials.signal);
+      // A finished generation the caller has to its end: nothing to send, whatever the log still holds.
+      const last = generation.outcome?.lastSequence ?? 0;
+      if (generation.kind === "finished" && last > 0 && after >= last) return;
       let from = after;
-      if (req.fromSnapshot) {
-        from = await sendSnapshot(d, id, after, send);
-      } else if (generation.kind === "finished" && (await finishedAndDelivered(d, generation, after))) {
-        return;
-      }
+      if (req.fromSnapshot) from = await sendSnapshot(d, generation, after, send);
+      else if (generation.kind === "finished") await checkRetained(d, generation, after);
       // Shutdown ends follows at once (the grace period is for short calls); the client
       // resumes on another replica from the last sequence it saw.
       const signal = AbortSignal.any([ctx.signal, ctx.stopping, credentials.signal]);
@@ -87,19 +87,15 @@ export function followGenerationHandler(d: FollowDeps) {
 }
 
 /**
- * A finished generation: true when the caller already has every event (after
- * >= its last sequence), so the follow ends at once; OUT_OF_RANGE when the
- * events it needs have left the output stream (the follow could otherwise
- * wait on an emptied subject). Costs one message read.
+ * A finished generation's follow: OUT_OF_RANGE when the events it needs have
+ * left the output stream. Checked here because a follow of an emptied
+ * subject would otherwise wait for events that never come. One message read.
  */
-async function finishedAndDelivered(d: FollowDeps, g: Existing, after: number): Promise<boolean> {
-  const last = g.outcome?.lastSequence ?? 0;
-  if (last > 0 && after >= last) return true;
+async function checkRetained(d: FollowDeps, g: Existing, after: number): Promise<void> {
   const earliest = await d.output.earliestSequence(g.request.generationId);
   if (earliest === undefined || earliest > after + 1) {
     throw expiredError(d, g.request.generationId, after + 1, earliest);
   }
-  return false;
 }
 
 /**
@@ -107,7 +103,8 @@ async function finishedAndDelivered(d: FollowDeps, g: Existing, after: number): 
  * the caller has; returns the sequence the follow goes on after. The
  * terminal event is never in a snapshot: it always follows, with its digest.
  */
-async function sendSnapshot(d: FollowDeps, id: string, after: number, send: Send): Promise<number> {
+async function sendSnapshot(d: FollowDeps, g: Existing, after: number, send: Send): Promise<number> {
+  const id = g.request.generationId;
   let at: Awaited<ReturnType<FollowDeps["output"]["positionFromStart"]>>;
   try {
     at = await d.output.positionFromStart(id);
@@ -115,6 +112,9 @@ async function sendSnapshot(d: FollowDeps, id: string, after: number, send: Send
     if (e instanceof FollowGapError) throw await outputExpired(d, id, 1);
     throw e;
   }
+  // Every output starts with `created`: a finished generation's empty output has expired (a new
+  // one's may be empty for the moment between its request and `created`: no snapshot yet).
+  if (at.sequence === 0 && g.kind === "finished") throw expiredError(d, id, 1, undefined);
   const covered = at.terminal ? at.sequence - 1 : at.sequence;
   if (covered <= after) return after;
   await send({
