@@ -213,3 +213,30 @@ describe("an access token's expiry ends the follow; the client resumes with a fr
     }
   });
 });
+
+describe("access is checked again on every resume", () => {
+  it("an admin demoted to member while following: the follow ends with its token, and the resume is NOT_FOUND", async () => {
+    const u = await newAdmin();
+    const [follow] = await followOnBoth(u.tokens.accessToken).then((f) => {
+      f[1]?.cancel();
+      return f;
+    });
+    await authCall(a().setUserRoles, a(), { userId: u.userId, roles: [Role.ROLE_MEMBER] }, await operator());
+    // The token it was opened with carried the admin role: the stream lasts at most until it expires.
+    const end = await follow!.done;
+    expect(end.how).toBe("error");
+    expect(end.error?.code).toBe(status.UNAUTHENTICATED);
+    // A fresh token says member: another user's generation is no longer visible, on either replica.
+    const fresh = (await login(u.email, u.password)).accessToken;
+    for (const client of [stack.client, replica2.client]) {
+      const resumed = openFollow(
+        client,
+        { generationId, afterSequence: BigInt(follow!.lastSequence()) },
+        fresh,
+      );
+      const r = await resumed.done;
+      expect(r.error?.code).toBe(status.NOT_FOUND);
+      expect(resumed.items).toEqual([]);
+    }
+  });
+});
