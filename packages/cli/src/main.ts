@@ -9,12 +9,16 @@ import { randomUUID } from "node:crypto";
 //   spool generate --access-token T [--model builtin] --prompt P [--no-follow]
 //                                               start a generation and follow it to the end
 //                                               (--no-follow: print the started generation as JSON)
-//   spool follow --access-token T --id G [--after N]
+//   spool follow --access-token T --id G [--after N] [--snapshot]
 //                                               follow (or resume) a generation to its end
+//                                               (--snapshot: start with the text so far in one piece)
 //
 // Following prints the output text on stdout and one line per other event on
 // stderr ("[7] completed"); it exits 0 only when the generation completed, 1 when
 // it failed or was cancelled, or when the stream ended before the generation did.
+// Followed from the start (or from a snapshot), it checks the transcript against
+// the terminal event's digest (TranscriptDigest) and prints "transcript verified"
+// or "transcript NOT verified: <why>" on stderr; a transcript that fails exits 1.
 //
 // --auth HOST:PORT (or SPOOL_AUTH_ADDR) picks the auth service (default 127.0.0.1:50061);
 // --gen HOST:PORT (or SPOOL_GEN_ADDR) generation-stream (default 127.0.0.1:50062).
@@ -27,6 +31,7 @@ import {
   failureReasonToJSON,
   GenerationServiceClient,
 } from "@spool/proto/spool/generation/v1/generation.js";
+import { TranscriptVerifier } from "@spool/transcript";
 
 const USAGE = `usage: spool <login|refresh|logout|whoami|generate|follow> [options]
   login    --email E (--password-file F | --password P)
@@ -34,7 +39,7 @@ const USAGE = `usage: spool <login|refresh|logout|whoami|generate|follow> [optio
   logout   --access-token T
   whoami   --access-token T
   generate --access-token T --prompt P [--model builtin] [--request-id R] [--no-follow]
-  follow   --access-token T --id G [--after N]
+  follow   --access-token T --id G [--after N] [--snapshot]
 common:    --auth HOST:PORT (default $SPOOL_AUTH_ADDR or 127.0.0.1:50061)
            --gen HOST:PORT  (default $SPOOL_GEN_ADDR or 127.0.0.1:50062)`;
 
@@ -49,6 +54,7 @@ const { positionals, values } = parseArgs({
     "no-follow": { type: "boolean" },
     id: { type: "string" },
     after: { type: "string" },
+    snapshot: { type: "boolean" },
     email: { type: "string" },
     password: { type: "string" },
     "password-file": { type: "string" },
@@ -129,13 +135,19 @@ switch (positionals[0]) {
         }
         const id = res?.generation?.generationId ?? "";
         process.stderr.write(`generation ${id}\n`);
-        follow(gen, token, id, 0);
+        follow(gen, token, id, 0, false);
       },
     );
     break;
   }
   case "follow":
-    follow(genClient(), need("access-token"), need("id"), Number(values.after ?? "0"));
+    follow(
+      genClient(),
+      need("access-token"),
+      need("id"),
+      Number(values.after ?? "0"),
+      values.snapshot === true,
+    );
     break;
   default:
     fail(positionals[0] ? `unknown command ${positionals[0]}` : "a command is required");
@@ -152,12 +164,32 @@ function genClient(): GenerationServiceClient {
  * Prints deltas as they arrive, and one line per other event with its sequence (to resume with
  * --after). The exit status says how the generation ended, so scripts (and CI) can rely on it.
  */
-function follow(gen: GenerationServiceClient, token: string, id: string, after: number): void {
+function follow(
+  gen: GenerationServiceClient,
+  token: string,
+  id: string,
+  after: number,
+  fromSnapshot: boolean,
+): void {
   if (!Number.isSafeInteger(after) || after < 0) fail("--after must be a non-negative integer");
   let ending: { ok: boolean; line: string } | undefined;
-  const stream = gen.followGeneration({ generationId: id, afterSequence: BigInt(after) }, bearer(token));
+  const verifier = new TranscriptVerifier();
+  // A transcript resumed after a sequence lacks what came before: verifiable only from the start or a snapshot.
+  let verifiable = after === 0;
+  const stream = gen.followGeneration(
+    { generationId: id, afterSequence: BigInt(after), fromSnapshot },
+    bearer(token),
+  );
   stream.on("data", (r: FollowGenerationResponse) => {
-    if (r.item?.$case !== "event") return;
+    if (!r.item) return;
+    verifier.add(r.item);
+    if (r.item.$case === "snapshot") {
+      verifiable = true;
+      process.stdout.write(r.item.value.text);
+      process.stderr.write(`\n[${r.item.value.sequence}] snapshot\n`);
+      return;
+    }
+    if (r.item.$case !== "event") return;
     const e = r.item.value;
     if (e.event?.$case === "delta") process.stdout.write(e.event.value.text);
     else process.stderr.write(`\n[${e.sequence}] ${e.event?.$case ?? "unknown"}\n`);
@@ -174,6 +206,19 @@ function follow(gen: GenerationServiceClient, token: string, id: string, after: 
     gen.close();
     if (!ending)
       ending = { ok: false, line: `the stream of generation ${id} ended before the generation did` };
+    else if (verifiable) {
+      const v = verifier.result();
+      if (v.verified) {
+        process.stderr.write(`spool: transcript verified (events 1 to ${v.lastSequence})\n`);
+      } else {
+        process.stderr.write(`spool: transcript NOT verified: ${v.problem}\n`);
+        process.exitCode = 1;
+      }
+    } else {
+      process.stderr.write(
+        `spool: transcript not verified (resumed after ${after}; follow from 0 or --snapshot)\n`,
+      );
+    }
     if (!ending.ok) {
       process.stderr.write(`spool: ${ending.line}\n`);
       process.exitCode = 1;

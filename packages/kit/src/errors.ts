@@ -12,6 +12,7 @@ export type ErrorCode =
   | "RESOURCE_EXHAUSTED"
   | "UNAVAILABLE"
   | "DEADLINE_EXCEEDED"
+  | "OUT_OF_RANGE"
   | "INTERNAL";
 
 export interface FieldViolation {
@@ -25,6 +26,29 @@ export class SpoolError extends Error {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
+  }
+}
+
+/**
+ * A typed error detail: a protobuf message packed as google.protobuf.Any
+ * (`type.googleapis.com/<full message name>` and its encoding), sent in the
+ * status's google.rpc.Status details. The message is documented in the
+ * service's protos, so clients decode it with the generated code.
+ */
+export interface ErrorDetail {
+  typeUrl: string;
+  value: Uint8Array;
+}
+
+/**
+ * A position past what is available: a resume after a sequence the
+ * delivery stream no longer holds. `details` says what is available instead.
+ */
+export class OutOfRangeError extends SpoolError {
+  readonly details: readonly ErrorDetail[];
+  constructor(message: string, details: readonly ErrorDetail[] = []) {
+    super("OUT_OF_RANGE", message);
+    this.details = details;
   }
 }
 

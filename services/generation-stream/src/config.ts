@@ -12,8 +12,11 @@ export const genConfigShape = {
   AUTH_ISSUER: z.string().min(1).default("spool-auth"),
   /** This service's audience in access tokens. */
   AUTH_AUDIENCE: z.string().min(1).default("spool.generation"),
-  /** How long output events are kept (GEN_OUTPUT max age). */
-  GEN_OUTPUT_RETENTION_SECONDS: int(86_400, 60, 365 * 86_400),
+  /**
+   * How long output events are kept (GEN_OUTPUT max age). A follow needing older events is
+   * OUT_OF_RANGE (OutputExpired names the earliest kept); the final transcript stays in GetGeneration.
+   */
+  GEN_OUTPUT_RETENTION_SECONDS: int(86_400, 1, 365 * 86_400),
   /** Generations a user may have queued or running at once. */
   LIMIT_MAX_ACTIVE: int(2, 1, 1_000),
   /** Starts per window, as a rate: a burst of this many, then one per window / this (GCRA). */

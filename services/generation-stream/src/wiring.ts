@@ -85,6 +85,9 @@ export async function startGenerationStream(
     generations,
     readModel,
     follow: hub,
+    output,
+    revocations: p.revocations,
+    retentionSeconds: config.GEN_OUTPUT_RETENTION_SECONDS,
     claim: claimHandler(produceDeps),
   });
   p.addGuardedService(

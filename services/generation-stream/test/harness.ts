@@ -35,8 +35,10 @@ export async function startStack(
   slice: Isolated,
   overrides: Record<string, string> = {},
   providers?: ReadonlyMap<string, ModelProvider>,
+  /** Settings of the auth service (e.g. a short SPOOL_ACCESS_TOKEN_TTL_SECONDS). */
+  authOverrides: Record<string, string> = {},
 ): Promise<Stack> {
-  const auth = await startTestAuth(slice);
+  const auth = await startTestAuth(slice, authOverrides);
   const env = { ...genEnv(slice, overrides), ...pick(auth.env, ["SPOOL_MASTER_KEYS", "SPOOL_TOKEN_SECRET"]) };
   const gen = await startGenerationStream(loadGenConfig(env), providers ? { providers } : {});
   const client = new GenerationServiceClient(`127.0.0.1:${gen.port}`, credentials.createInsecure());
@@ -49,6 +51,23 @@ export async function startStack(
       client.close();
       await gen.app.stop("test done");
       await auth.stop();
+    },
+  };
+}
+
+/** Another generation-stream replica on the stack's servers and settings (its own port, hub and worker). */
+export async function startReplica(
+  stack: Stack,
+  providers?: ReadonlyMap<string, ModelProvider>,
+): Promise<{ gen: RunningGeneration; client: GenerationServiceClient; stop(): Promise<void> }> {
+  const gen = await startGenerationStream(loadGenConfig(stack.env), providers ? { providers } : {});
+  const client = new GenerationServiceClient(`127.0.0.1:${gen.port}`, credentials.createInsecure());
+  return {
+    gen,
+    client,
+    stop: async () => {
+      client.close();
+      await gen.app.stop("test done");
     },
   };
 }

@@ -11,6 +11,7 @@ import { defineEvents, type EventOf, unreachable } from "../event-codec.js";
 import type { EventStore } from "../event-store.js";
 import { BATCH_TYPE, Headers } from "../events.js";
 import type { Logger } from "../logger.js";
+import { RevocationWatchers, type StopWatching, type WatchedToken } from "./revocation-watch.js";
 import { AuthStreams } from "./streams.js";
 import type { RevocationChecker } from "./verifier.js";
 
@@ -121,6 +122,7 @@ export interface RevocationSetOptions {
  */
 export class RevocationSet implements RevocationChecker {
   readonly #o: RevocationSetOptions;
+  readonly #watchers = new RevocationWatchers();
   /** session id -> when its tokens expire anyway (ms); pruned after that. */
   readonly #revoked = new Map<string, number>();
   /** subject -> tokens issued at or before this time (ms) are refused; pruned once none can be alive. */
@@ -160,6 +162,32 @@ export class RevocationSet implements RevocationChecker {
     return this.#notBefore.get(subject);
   }
 
+  /**
+   * Calls `listener` once when a revocation covering this token is learned:
+   * its session revoked or its subject withdrawn at or after it was issued
+   * (asynchronously at once when the set already holds one). Long-lived calls
+   * use it (credentialSignal) to end when their credentials are withdrawn.
+   */
+  watch(token: WatchedToken, listener: () => void): StopWatching {
+    let watching = true;
+    const once = () => {
+      if (!watching) return;
+      watching = false;
+      stop();
+      listener();
+    };
+    const stop = this.#watchers.add(token, once);
+    const notBefore = this.notBefore(token.subject);
+    const revoked =
+      (token.sessionId !== undefined && this.isRevoked(token.sessionId)) ||
+      (notBefore !== undefined && issuedNoLaterThan(token.issuedAtMs, notBefore));
+    if (revoked) queueMicrotask(once);
+    return () => {
+      watching = false;
+      stop();
+    };
+  }
+
   async start(): Promise<void> {
     const streamName = this.#o.store.namespace.stream(this.#o.stream ?? AUTH.name);
     const now = Date.now();
@@ -191,6 +219,7 @@ export class RevocationSet implements RevocationChecker {
       if (event.type !== "SessionRevoked") continue;
       const e = event.data;
       this.#revoked.set(e.sessionId, Number(e.absoluteExpiresAtMs) || Number.MAX_SAFE_INTEGER);
+      this.#watchers.sessionRevoked(e.sessionId);
     }
   }
 
@@ -204,6 +233,7 @@ export class RevocationSet implements RevocationChecker {
       if (!subject) continue;
       const at = Math.max(event.meta.time.getTime(), storedMs);
       if (at > (this.#notBefore.get(subject) ?? 0)) this.#notBefore.set(subject, at);
+      this.#watchers.subjectWithdrawn(subject, at);
     }
   }
 

@@ -7,8 +7,10 @@ import { Metadata, status as Status } from "@grpc/grpc-js";
 import {
   ConcurrencyError,
   type ErrorCode,
+  type ErrorDetail,
   type FieldViolation,
   InvalidArgumentError,
+  OutOfRangeError,
   ResourceExhaustedError,
   SpoolError,
   UnavailableError,
@@ -69,6 +71,9 @@ export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
       metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [badRequest(violations)]));
     }
   }
+  if (error instanceof OutOfRangeError && error.details.length > 0) {
+    metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [...error.details]));
+  }
   if (error instanceof ResourceExhaustedError || error instanceof UnavailableError) {
     // Transient: always say when to come back (UNAVAILABLE has a default, a limit knows its own).
     const retryAfterMs =
@@ -97,10 +102,7 @@ function safeMessage(error: SpoolError, requestId: string | undefined): string {
   return error.message.slice(0, MAX_MESSAGE_CHARS);
 }
 
-interface AnyMessage {
-  typeUrl: string;
-  value: Uint8Array;
-}
+type AnyMessage = ErrorDetail;
 
 function badRequest(violations: readonly FieldViolation[]): AnyMessage {
   const w = new BinaryWriter();
@@ -139,14 +141,16 @@ function encodeStatusDetails(code: number, message: string, details: AnyMessage[
 export interface ErrorDetails {
   violations: FieldViolation[];
   retryAfterMs: number | undefined;
+  /** Every other detail, packed: decode `value` with the message type `typeUrl` names. */
+  others: ErrorDetail[];
 }
 
 /**
  * Reads the details a Spool server attached to an error's trailers (for the
- * CLI and tests): field violations and retry delay.
+ * CLI and tests): field violations, retry delay and any other typed detail.
  */
 export function readErrorDetails(metadata: Metadata | undefined): ErrorDetails {
-  const out: ErrorDetails = { violations: [], retryAfterMs: undefined };
+  const out: ErrorDetails = { violations: [], retryAfterMs: undefined, others: [] };
   const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
   if (raw instanceof Buffer) {
     for (const any of lengthDelimited(raw, 3)) {
@@ -160,6 +164,8 @@ export function readErrorDetails(metadata: Metadata | undefined): ErrorDetails {
       } else if (typeUrl === RETRY_INFO_TYPE) {
         const [duration] = lengthDelimited(value, 1);
         if (duration) out.retryAfterMs = durationMs(duration);
+      } else {
+        out.others.push({ typeUrl, value });
       }
     }
   }

@@ -4,7 +4,7 @@ import { status } from "@grpc/grpc-js";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { errors } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
-import { ConcurrencyError, UnavailableError } from "../errors.js";
+import { ConcurrencyError, OutOfRangeError, UnavailableError } from "../errors.js";
 import { NatsDisconnectedError } from "../nats.js";
 import { isTransientNatsError } from "../nats-errors.js";
 import { DEFAULT_UNAVAILABLE_RETRY_MS, RETRY_AFTER_KEY, readErrorDetails, toGrpcStatus } from "./status.js";
@@ -61,6 +61,7 @@ describe("toGrpcStatus: transient dependency errors", () => {
     ).toEqual({
       violations: [],
       retryAfterMs: 2500,
+      others: [],
     });
     expect(readErrorDetails(toGrpcStatus(new UnavailableError()).metadata).retryAfterMs).toBe(
       DEFAULT_UNAVAILABLE_RETRY_MS,
@@ -73,5 +74,27 @@ describe("toGrpcStatus: transient dependency errors", () => {
     expect(status[toGrpcStatus(pgError("23505")).code]).toBe("INTERNAL");
     expect(status[toGrpcStatus(new ConcurrencyError("s", 1)).code]).toBe("ABORTED");
     expect(toGrpcStatus(new Error("boom")).metadata.get(RETRY_AFTER_KEY)).toEqual([]);
+  });
+});
+
+describe("toGrpcStatus: typed details", () => {
+  it("an OutOfRangeError is OUT_OF_RANGE with its packed details in google.rpc.Status, read back as they were", () => {
+    const detail = {
+      typeUrl: "type.googleapis.com/spool.test.v1.Where",
+      value: new Uint8Array([8, 42, 18, 1, 120]),
+    };
+    const s = toGrpcStatus(new OutOfRangeError("sequence 3 is no longer stored", [detail]));
+    expect(status[s.code]).toBe("OUT_OF_RANGE");
+    expect(s.details).toBe("sequence 3 is no longer stored");
+    const read = readErrorDetails(s.metadata);
+    expect(read.others).toHaveLength(1);
+    expect(read.others[0]?.typeUrl).toBe(detail.typeUrl);
+    expect([...(read.others[0]?.value ?? [])]).toEqual([...detail.value]);
+    expect(read.violations).toEqual([]);
+  });
+
+  it("without details, OUT_OF_RANGE carries no status details", () => {
+    const s = toGrpcStatus(new OutOfRangeError("past the end"));
+    expect(readErrorDetails(s.metadata).others).toEqual([]);
   });
 });

@@ -5,7 +5,9 @@ import type {
   ToolCallRequested,
   Usage,
 } from "@spool/proto/spool/generation/v1/generation.js";
+import { RunningTextDigest } from "@spool/transcript";
 import { OutputEvent, Subjects } from "../domain/events.js";
+import { FollowGapError } from "../follow/index.js";
 
 export type EventBody = NonNullable<GenerationEvent["event"]>;
 export type TerminalEvent = Extract<EventBody, { $case: "completed" | "failed" | "cancelled" }>;
@@ -26,6 +28,9 @@ export interface OutputPosition {
   toolCalls: ToolCallRequested[];
   /** The last usage reported. */
   usage: Usage;
+  /** OutputDelta events so far, and the running SHA-256 of their text: the terminal event's TranscriptDigest. */
+  outputEvents: number;
+  textDigest: RunningTextDigest;
 }
 
 export const EMPTY_POSITION: OutputPosition = {
@@ -37,6 +42,8 @@ export const EMPTY_POSITION: OutputPosition = {
   text: "",
   toolCalls: [],
   usage: { promptTokens: 0n, completionTokens: 0n },
+  outputEvents: 0,
+  textDigest: RunningTextDigest.empty(),
 };
 
 export function isTerminal(e: GenerationEvent["event"]): e is TerminalEvent {
@@ -51,6 +58,8 @@ function advance(at: OutputPosition, event: EventBody | undefined, streamSeq: nu
   if (event?.$case === "delta") {
     next.producedOutput = true;
     next.text = at.text + event.value.text;
+    next.outputEvents = at.outputEvents + 1;
+    next.textDigest = at.textDigest.with(event.value.text);
   }
   if (event?.$case === "toolCall") {
     next.producedOutput = true;
@@ -84,6 +93,34 @@ export class OutputLog {
     return pos;
   }
 
+  /**
+   * The position from the subject's first event, which must be sequence 1:
+   * for a snapshot, which stands for everything from the start. Throws
+   * FollowGapError when the retention removed the start (or a gap is found).
+   */
+  async positionFromStart(generationId: string): Promise<OutputPosition> {
+    const subject = Subjects.output(generationId);
+    let pos = EMPTY_POSITION;
+    for await (const events of this.#store.readSubject(subject)) {
+      for (const e of events) {
+        const decoded = OutputEvent.decode(e.data);
+        const sequence = Number(decoded.sequence);
+        if (sequence !== pos.sequence + 1) throw new FollowGapError(subject, pos.sequence + 1, sequence);
+        pos = advance(pos, decoded.event, e.streamSequence, sequence);
+      }
+    }
+    return pos;
+  }
+
+  /** The per-generation sequence of the subject's first stored event; undefined when none is stored. */
+  async earliestSequence(generationId: string): Promise<number | undefined> {
+    for await (const events of this.#store.readSubject(Subjects.output(generationId))) {
+      const first = events[0];
+      if (first) return Number(OutputEvent.decode(first.data).sequence);
+    }
+    return undefined;
+  }
+
   /** Whether the output already ends with its terminal event (reads only the last message). */
   async hasEnded(generationId: string): Promise<boolean> {
     const last = await this.#store.readLast(Subjects.output(generationId));
@@ -103,9 +140,26 @@ export class OutputLog {
     messageId?: string,
   ): Promise<OutputPosition> {
     const sequence = at.sequence + 1;
+    // Every terminal event is written here, by whichever writer ends the generation (its producer,
+    // built-in or external, a cancel, the sweeper): here it gets the proof of what came before it.
+    const transcript = isTerminal(event)
+      ? {
+          lastSequence: BigInt(sequence),
+          outputEvents: BigInt(at.outputEvents),
+          textSha256: at.textDigest.digest(),
+        }
+      : undefined;
     const result = await this.#store.append(
       Subjects.output(generationId),
-      [OutputEvent.create({ generationId, sequence: BigInt(sequence), timeMs: BigInt(Date.now()), event })],
+      [
+        OutputEvent.create({
+          generationId,
+          sequence: BigInt(sequence),
+          timeMs: BigInt(Date.now()),
+          event,
+          transcript,
+        }),
+      ],
       { expectedSequence: at.streamSeq, ...(messageId ? { messageId } : {}) },
     );
     return advance(at, event, result.sequence, sequence);

@@ -36,5 +36,10 @@ export const GenStreams = defineStreams({
 export const Subjects = { ...GenStreams.GEN.subjects, ...GenStreams.GEN_OUTPUT.subjects };
 
 export const GEN_STREAM = GenStreams.GEN.definition();
+/** JetStream's default dedupe window, shortened for a shorter retention (the window may not exceed max age). */
+const OUTPUT_DUPLICATE_WINDOW_MS = 120_000;
 export const outputStream = (retentionMs: number) =>
-  GenStreams.GEN_OUTPUT.definition({ maxAgeMs: retentionMs });
+  GenStreams.GEN_OUTPUT.definition({
+    maxAgeMs: retentionMs,
+    duplicateWindowMs: Math.min(OUTPUT_DUPLICATE_WINDOW_MS, retentionMs),
+  });

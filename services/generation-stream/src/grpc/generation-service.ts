@@ -6,7 +6,6 @@ import {
   type Rule,
   rule,
   type ServicePolicies,
-  UnavailableError,
 } from "@spool/kit";
 import {
   FollowGenerationResponse,
@@ -20,6 +19,7 @@ import type { Generations } from "../app/generations.js";
 import { isTerminal } from "../app/output-log.js";
 import { GenStreams, OutputEvent, Subjects } from "../domain/events.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
+import { type FollowDeps, followGenerationHandler } from "./follow-generation.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
 import {
   conversationToolRule,
@@ -200,10 +200,9 @@ export interface FollowSource {
   follow(generationId: string, after: number, signal: AbortSignal): AsyncIterable<FollowItem>;
 }
 
-export interface GenerationServiceDeps {
+export interface GenerationServiceDeps extends FollowDeps {
   generations: Generations;
   readModel: GenerationsReadModel;
-  follow: FollowSource;
   claim: AsyncService<Definition>["claimGeneration"];
 }
 
@@ -226,26 +225,7 @@ export function generationService(
       return { generation: fromAggregate(generation, 1), created };
     },
 
-    async followGeneration(req, ctx) {
-      const after = Number(req.afterSequence); // in range: generationRules
-      // Existence and access first: another organisation's generation is NOT_FOUND.
-      await d.generations.visible(principalOf(ctx), req.generationId);
-      // Shutdown ends follows at once (the grace period is for short calls); the client
-      // resumes on another replica from the last sequence it saw.
-      const signal = AbortSignal.any([ctx.signal, ctx.stopping]);
-      let finished = false;
-      for await (const item of d.follow.follow(req.generationId, after, signal)) {
-        if (item.kind === "event" && isTerminal(item.payload.event.event)) finished = true;
-        await ctx.send(
-          item.kind === "event"
-            ? { preEncoded: item.payload.wire }
-            : { item: { $case: "heartbeat", value: { timeMs: BigInt(Date.now()) } } },
-        );
-      }
-      if (!finished && ctx.stopping.aborted && !ctx.signal.aborted) {
-        throw new UnavailableError("this replica is shutting down; follow again with after_sequence");
-      }
-    },
+    followGeneration: followGenerationHandler(d),
 
     async getGeneration(req, ctx) {
       // The lifecycle subject is kept for good, so this answers long after the output has expired.

@@ -375,12 +375,69 @@ export interface FollowGenerationRequest {
   generationId: string;
   /** Deliver events with a sequence greater than this (0 = from the start). */
   afterSequence: bigint;
+  /**
+   * Start with one Snapshot holding everything up to the latest event
+   * written (its `sequence`), then the events after it, live. Sent only when
+   * the snapshot covers more than `after_sequence` (otherwise the follow
+   * goes on from `after_sequence` as usual). Needs the output from sequence 1
+   * still stored (OUT_OF_RANGE otherwise).
+   */
+  fromSnapshot?: boolean | undefined;
 }
 
 export interface FollowGenerationResponse {
   item?: { $case: "event"; value: GenerationEvent } | //
   /** Sent while nothing happens, so clients and proxies keep the stream open. */
-  { $case: "heartbeat"; value: Heartbeat } | undefined;
+  { $case: "heartbeat"; value: Heartbeat } | //
+  /** First item of a follow with from_snapshot, when sent. */
+  { $case: "snapshot"; value: Snapshot } | undefined;
+}
+
+/**
+ * The output of a generation up to and including event `sequence`, in one
+ * message: a client reconnecting to a long generation takes it instead of
+ * replaying every delta. The events after it follow as usual, from
+ * sequence + 1. Never includes the terminal event (that always follows).
+ */
+export interface Snapshot {
+  generationId: string;
+  /** The last event sequence it covers. */
+  sequence: bigint;
+  /** The concatenated text of every OutputDelta with a sequence <= `sequence`. */
+  text: string;
+  /** Every ToolCallRequested with a sequence <= `sequence`, in order. */
+  toolCalls: ToolCallRequested[];
+  /** Number of OutputDelta events it covers (counted in TranscriptDigest.output_events). */
+  outputEvents: bigint;
+  /** The last usage reported up to `sequence`. */
+  usage?: Usage | undefined;
+}
+
+/**
+ * Detail of FollowGeneration's OUT_OF_RANGE, in the status details
+ * (google.rpc.Status in the `grpc-status-details-bin` trailer, as
+ * google.protobuf.Any "type.googleapis.com/spool.generation.v1.OutputExpired"):
+ * the events the follow needs are no longer in the output stream (server
+ * setting SPOOL_GEN_OUTPUT_RETENTION_SECONDS).
+ */
+export interface OutputExpired {
+  generationId: string;
+  /** The first sequence the follow needed (after_sequence + 1, or 1 for a snapshot). */
+  requestedSequence: bigint;
+  /**
+   * The earliest sequence still stored: resume with after_sequence =
+   * earliest_sequence - 1 to get the rest. 0 when nothing of the generation
+   * is stored any more.
+   */
+  earliestSequence: bigint;
+  /** How long the output stream keeps events, in seconds. */
+  retentionSeconds: bigint;
+  /**
+   * Where the final transcript is kept for good: the full method name
+   * "spool.generation.v1.GenerationService/GetGeneration" (Generation.text,
+   * once the generation has finished).
+   */
+  transcriptMethod: string;
 }
 
 export interface Heartbeat {
@@ -403,6 +460,33 @@ export interface GenerationEvent {
     | { $case: "failed"; value: GenerationFailed }
     | { $case: "cancelled"; value: GenerationCancelled }
     | undefined;
+  /** Set on the terminal event (completed, failed, cancelled) only. */
+  transcript?: TranscriptDigest | undefined;
+}
+
+/**
+ * Proof that an assembled transcript is complete and untampered, carried by
+ * the terminal event. It is computed where the terminal event is written
+ * (for built-in workers and external producers alike), over the output as
+ * stored. A client verifies it so:
+ * - it holds every event with sequence 1 .. last_sequence exactly once, in
+ *   order (a Snapshot standing for the events up to its `sequence`), and the
+ *   terminal event is the one with sequence last_sequence;
+ * - the number of OutputDelta events (plus a Snapshot's output_events) is
+ *   output_events;
+ * - text_sha256 is SHA-256 over the UTF-8 bytes of each OutputDelta.text, in
+ *   sequence order, concatenated with nothing between them (a Snapshot
+ *   contributing the UTF-8 bytes of its text first): the SHA-256 of the
+ *   UTF-8 encoding of the final text (Generation.text). Tool calls and other
+ *   events are covered by the sequence check, not by the hash.
+ */
+export interface TranscriptDigest {
+  /** The terminal event's own sequence: the generation's last event. */
+  lastSequence: bigint;
+  /** Number of OutputDelta events before the terminal event. */
+  outputEvents: bigint;
+  /** 32 bytes. */
+  textSha256: Buffer;
 }
 
 export interface GenerationCreated {
@@ -1721,7 +1805,7 @@ export const StartGenerationResponse: MessageFns<StartGenerationResponse> = {
 };
 
 function createBaseFollowGenerationRequest(): FollowGenerationRequest {
-  return { generationId: "", afterSequence: 0n };
+  return { generationId: "", afterSequence: 0n, fromSnapshot: undefined };
 }
 
 export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
@@ -1734,6 +1818,9 @@ export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
         throw new globalThis.Error("value provided for field message.afterSequence of type uint64 too large");
       }
       writer.uint32(16).uint64(message.afterSequence);
+    }
+    if (message.fromSnapshot !== undefined) {
+      writer.uint32(24).bool(message.fromSnapshot);
     }
     return writer;
   },
@@ -1767,6 +1854,14 @@ export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
             message.afterSequence = reader.uint64() as bigint;
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.fromSnapshot = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1791,6 +1886,11 @@ export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
         : isSet(object.after_sequence)
         ? BigInt(object.after_sequence)
         : 0n,
+      fromSnapshot: isSet(object.fromSnapshot)
+        ? globalThis.Boolean(object.fromSnapshot)
+        : isSet(object.from_snapshot)
+        ? globalThis.Boolean(object.from_snapshot)
+        : undefined,
     };
   },
 
@@ -1801,6 +1901,9 @@ export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
     }
     if (message.afterSequence !== 0n) {
       obj.afterSequence = message.afterSequence.toString();
+    }
+    if (message.fromSnapshot !== undefined) {
+      obj.fromSnapshot = message.fromSnapshot;
     }
     return obj;
   },
@@ -1814,6 +1917,7 @@ export const FollowGenerationRequest: MessageFns<FollowGenerationRequest> = {
     message.afterSequence = (object.afterSequence !== undefined && object.afterSequence !== null)
       ? BigInt(object.afterSequence)
       : 0n;
+    message.fromSnapshot = object.fromSnapshot ?? undefined;
     return message;
   },
 };
@@ -1830,6 +1934,9 @@ export const FollowGenerationResponse: MessageFns<FollowGenerationResponse> = {
         break;
       case "heartbeat":
         Heartbeat.encode(message.item.value, writer.uint32(18).fork()).join();
+        break;
+      case "snapshot":
+        Snapshot.encode(message.item.value, writer.uint32(26).fork()).join();
         break;
     }
     return writer;
@@ -1864,6 +1971,14 @@ export const FollowGenerationResponse: MessageFns<FollowGenerationResponse> = {
             message.item = { $case: "heartbeat", value: Heartbeat.decode(reader, reader.uint32()) };
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.item = { $case: "snapshot", value: Snapshot.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1882,6 +1997,8 @@ export const FollowGenerationResponse: MessageFns<FollowGenerationResponse> = {
         ? { $case: "event", value: GenerationEvent.fromJSON(object.event) }
         : isSet(object.heartbeat)
         ? { $case: "heartbeat", value: Heartbeat.fromJSON(object.heartbeat) }
+        : isSet(object.snapshot)
+        ? { $case: "snapshot", value: Snapshot.fromJSON(object.snapshot) }
         : undefined,
     };
   },
@@ -1892,6 +2009,8 @@ export const FollowGenerationResponse: MessageFns<FollowGenerationResponse> = {
       obj.event = GenerationEvent.toJSON(message.item.value);
     } else if (message.item?.$case === "heartbeat") {
       obj.heartbeat = Heartbeat.toJSON(message.item.value);
+    } else if (message.item?.$case === "snapshot") {
+      obj.snapshot = Snapshot.toJSON(message.item.value);
     }
     return obj;
   },
@@ -1914,7 +2033,350 @@ export const FollowGenerationResponse: MessageFns<FollowGenerationResponse> = {
         }
         break;
       }
+      case "snapshot": {
+        if (object.item?.value !== undefined && object.item?.value !== null) {
+          message.item = { $case: "snapshot", value: Snapshot.fromPartial(object.item.value) };
+        }
+        break;
+      }
     }
+    return message;
+  },
+};
+
+function createBaseSnapshot(): Snapshot {
+  return { generationId: "", sequence: 0n, text: "", toolCalls: [], outputEvents: 0n, usage: undefined };
+}
+
+export const Snapshot: MessageFns<Snapshot> = {
+  encode(message: Snapshot, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.generationId !== "") {
+      writer.uint32(10).string(message.generationId);
+    }
+    if (message.sequence !== 0n) {
+      if (BigInt.asUintN(64, message.sequence) !== message.sequence) {
+        throw new globalThis.Error("value provided for field message.sequence of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.sequence);
+    }
+    if (message.text !== "") {
+      writer.uint32(26).string(message.text);
+    }
+    for (const v of message.toolCalls) {
+      ToolCallRequested.encode(v!, writer.uint32(34).fork()).join();
+    }
+    if (message.outputEvents !== 0n) {
+      if (BigInt.asUintN(64, message.outputEvents) !== message.outputEvents) {
+        throw new globalThis.Error("value provided for field message.outputEvents of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.outputEvents);
+    }
+    if (message.usage !== undefined) {
+      Usage.encode(message.usage, writer.uint32(50).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Snapshot {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSnapshot();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.generationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.sequence = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.text = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toolCalls.push(ToolCallRequested.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.outputEvents = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.usage = Usage.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Snapshot {
+    return {
+      generationId: isSet(object.generationId)
+        ? globalThis.String(object.generationId)
+        : isSet(object.generation_id)
+        ? globalThis.String(object.generation_id)
+        : "",
+      sequence: isSet(object.sequence) ? BigInt(object.sequence) : 0n,
+      text: isSet(object.text) ? globalThis.String(object.text) : "",
+      toolCalls: globalThis.Array.isArray(object?.toolCalls)
+        ? object.toolCalls.map((e: any) => ToolCallRequested.fromJSON(e))
+        : globalThis.Array.isArray(object?.tool_calls)
+        ? object.tool_calls.map((e: any) => ToolCallRequested.fromJSON(e))
+        : [],
+      outputEvents: isSet(object.outputEvents)
+        ? BigInt(object.outputEvents)
+        : isSet(object.output_events)
+        ? BigInt(object.output_events)
+        : 0n,
+      usage: isSet(object.usage) ? Usage.fromJSON(object.usage) : undefined,
+    };
+  },
+
+  toJSON(message: Snapshot): unknown {
+    const obj: any = {};
+    if (message.generationId !== "") {
+      obj.generationId = message.generationId;
+    }
+    if (message.sequence !== 0n) {
+      obj.sequence = message.sequence.toString();
+    }
+    if (message.text !== "") {
+      obj.text = message.text;
+    }
+    if (message.toolCalls?.length) {
+      obj.toolCalls = message.toolCalls.map((e) => ToolCallRequested.toJSON(e));
+    }
+    if (message.outputEvents !== 0n) {
+      obj.outputEvents = message.outputEvents.toString();
+    }
+    if (message.usage !== undefined) {
+      obj.usage = Usage.toJSON(message.usage);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Snapshot>): Snapshot {
+    return Snapshot.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Snapshot>): Snapshot {
+    const message = createBaseSnapshot();
+    message.generationId = object.generationId ?? "";
+    message.sequence = (object.sequence !== undefined && object.sequence !== null) ? BigInt(object.sequence) : 0n;
+    message.text = object.text ?? "";
+    message.toolCalls = object.toolCalls?.map((e) => ToolCallRequested.fromPartial(e)) || [];
+    message.outputEvents = (object.outputEvents !== undefined && object.outputEvents !== null)
+      ? BigInt(object.outputEvents)
+      : 0n;
+    message.usage = (object.usage !== undefined && object.usage !== null) ? Usage.fromPartial(object.usage) : undefined;
+    return message;
+  },
+};
+
+function createBaseOutputExpired(): OutputExpired {
+  return { generationId: "", requestedSequence: 0n, earliestSequence: 0n, retentionSeconds: 0n, transcriptMethod: "" };
+}
+
+export const OutputExpired: MessageFns<OutputExpired> = {
+  encode(message: OutputExpired, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.generationId !== "") {
+      writer.uint32(10).string(message.generationId);
+    }
+    if (message.requestedSequence !== 0n) {
+      if (BigInt.asUintN(64, message.requestedSequence) !== message.requestedSequence) {
+        throw new globalThis.Error("value provided for field message.requestedSequence of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.requestedSequence);
+    }
+    if (message.earliestSequence !== 0n) {
+      if (BigInt.asUintN(64, message.earliestSequence) !== message.earliestSequence) {
+        throw new globalThis.Error("value provided for field message.earliestSequence of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.earliestSequence);
+    }
+    if (message.retentionSeconds !== 0n) {
+      if (BigInt.asIntN(64, message.retentionSeconds) !== message.retentionSeconds) {
+        throw new globalThis.Error("value provided for field message.retentionSeconds of type int64 too large");
+      }
+      writer.uint32(32).int64(message.retentionSeconds);
+    }
+    if (message.transcriptMethod !== "") {
+      writer.uint32(42).string(message.transcriptMethod);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): OutputExpired {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseOutputExpired();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.generationId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.requestedSequence = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.earliestSequence = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.retentionSeconds = reader.int64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.transcriptMethod = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): OutputExpired {
+    return {
+      generationId: isSet(object.generationId)
+        ? globalThis.String(object.generationId)
+        : isSet(object.generation_id)
+        ? globalThis.String(object.generation_id)
+        : "",
+      requestedSequence: isSet(object.requestedSequence)
+        ? BigInt(object.requestedSequence)
+        : isSet(object.requested_sequence)
+        ? BigInt(object.requested_sequence)
+        : 0n,
+      earliestSequence: isSet(object.earliestSequence)
+        ? BigInt(object.earliestSequence)
+        : isSet(object.earliest_sequence)
+        ? BigInt(object.earliest_sequence)
+        : 0n,
+      retentionSeconds: isSet(object.retentionSeconds)
+        ? BigInt(object.retentionSeconds)
+        : isSet(object.retention_seconds)
+        ? BigInt(object.retention_seconds)
+        : 0n,
+      transcriptMethod: isSet(object.transcriptMethod)
+        ? globalThis.String(object.transcriptMethod)
+        : isSet(object.transcript_method)
+        ? globalThis.String(object.transcript_method)
+        : "",
+    };
+  },
+
+  toJSON(message: OutputExpired): unknown {
+    const obj: any = {};
+    if (message.generationId !== "") {
+      obj.generationId = message.generationId;
+    }
+    if (message.requestedSequence !== 0n) {
+      obj.requestedSequence = message.requestedSequence.toString();
+    }
+    if (message.earliestSequence !== 0n) {
+      obj.earliestSequence = message.earliestSequence.toString();
+    }
+    if (message.retentionSeconds !== 0n) {
+      obj.retentionSeconds = message.retentionSeconds.toString();
+    }
+    if (message.transcriptMethod !== "") {
+      obj.transcriptMethod = message.transcriptMethod;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<OutputExpired>): OutputExpired {
+    return OutputExpired.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<OutputExpired>): OutputExpired {
+    const message = createBaseOutputExpired();
+    message.generationId = object.generationId ?? "";
+    message.requestedSequence = (object.requestedSequence !== undefined && object.requestedSequence !== null)
+      ? BigInt(object.requestedSequence)
+      : 0n;
+    message.earliestSequence = (object.earliestSequence !== undefined && object.earliestSequence !== null)
+      ? BigInt(object.earliestSequence)
+      : 0n;
+    message.retentionSeconds = (object.retentionSeconds !== undefined && object.retentionSeconds !== null)
+      ? BigInt(object.retentionSeconds)
+      : 0n;
+    message.transcriptMethod = object.transcriptMethod ?? "";
     return message;
   },
 };
@@ -1992,7 +2454,7 @@ export const Heartbeat: MessageFns<Heartbeat> = {
 };
 
 function createBaseGenerationEvent(): GenerationEvent {
-  return { generationId: "", sequence: 0n, timeMs: 0n, event: undefined };
+  return { generationId: "", sequence: 0n, timeMs: 0n, event: undefined, transcript: undefined };
 }
 
 export const GenerationEvent: MessageFns<GenerationEvent> = {
@@ -2037,6 +2499,9 @@ export const GenerationEvent: MessageFns<GenerationEvent> = {
       case "cancelled":
         GenerationCancelled.encode(message.event.value, writer.uint32(90).fork()).join();
         break;
+    }
+    if (message.transcript !== undefined) {
+      TranscriptDigest.encode(message.transcript, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -2142,6 +2607,14 @@ export const GenerationEvent: MessageFns<GenerationEvent> = {
             message.event = { $case: "cancelled", value: GenerationCancelled.decode(reader, reader.uint32()) };
             continue;
           }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.transcript = TranscriptDigest.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2182,6 +2655,7 @@ export const GenerationEvent: MessageFns<GenerationEvent> = {
         : isSet(object.cancelled)
         ? { $case: "cancelled", value: GenerationCancelled.fromJSON(object.cancelled) }
         : undefined,
+      transcript: isSet(object.transcript) ? TranscriptDigest.fromJSON(object.transcript) : undefined,
     };
   },
 
@@ -2212,6 +2686,9 @@ export const GenerationEvent: MessageFns<GenerationEvent> = {
       obj.failed = GenerationFailed.toJSON(message.event.value);
     } else if (message.event?.$case === "cancelled") {
       obj.cancelled = GenerationCancelled.toJSON(message.event.value);
+    }
+    if (message.transcript !== undefined) {
+      obj.transcript = TranscriptDigest.toJSON(message.transcript);
     }
     return obj;
   },
@@ -2274,6 +2751,132 @@ export const GenerationEvent: MessageFns<GenerationEvent> = {
         break;
       }
     }
+    message.transcript = (object.transcript !== undefined && object.transcript !== null)
+      ? TranscriptDigest.fromPartial(object.transcript)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseTranscriptDigest(): TranscriptDigest {
+  return { lastSequence: 0n, outputEvents: 0n, textSha256: Buffer.alloc(0) };
+}
+
+export const TranscriptDigest: MessageFns<TranscriptDigest> = {
+  encode(message: TranscriptDigest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.lastSequence !== 0n) {
+      if (BigInt.asUintN(64, message.lastSequence) !== message.lastSequence) {
+        throw new globalThis.Error("value provided for field message.lastSequence of type uint64 too large");
+      }
+      writer.uint32(8).uint64(message.lastSequence);
+    }
+    if (message.outputEvents !== 0n) {
+      if (BigInt.asUintN(64, message.outputEvents) !== message.outputEvents) {
+        throw new globalThis.Error("value provided for field message.outputEvents of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.outputEvents);
+    }
+    if (message.textSha256.length !== 0) {
+      writer.uint32(26).bytes(message.textSha256);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TranscriptDigest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTranscriptDigest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.lastSequence = reader.uint64() as bigint;
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.outputEvents = reader.uint64() as bigint;
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.textSha256 = Buffer.from(reader.bytes());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TranscriptDigest {
+    return {
+      lastSequence: isSet(object.lastSequence)
+        ? BigInt(object.lastSequence)
+        : isSet(object.last_sequence)
+        ? BigInt(object.last_sequence)
+        : 0n,
+      outputEvents: isSet(object.outputEvents)
+        ? BigInt(object.outputEvents)
+        : isSet(object.output_events)
+        ? BigInt(object.output_events)
+        : 0n,
+      textSha256: isSet(object.textSha256)
+        ? Buffer.from(bytesFromBase64(object.textSha256))
+        : isSet(object.text_sha256)
+        ? Buffer.from(bytesFromBase64(object.text_sha256))
+        : Buffer.alloc(0),
+    };
+  },
+
+  toJSON(message: TranscriptDigest): unknown {
+    const obj: any = {};
+    if (message.lastSequence !== 0n) {
+      obj.lastSequence = message.lastSequence.toString();
+    }
+    if (message.outputEvents !== 0n) {
+      obj.outputEvents = message.outputEvents.toString();
+    }
+    if (message.textSha256.length !== 0) {
+      obj.textSha256 = base64FromBytes(message.textSha256);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TranscriptDigest>): TranscriptDigest {
+    return TranscriptDigest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TranscriptDigest>): TranscriptDigest {
+    const message = createBaseTranscriptDigest();
+    message.lastSequence = (object.lastSequence !== undefined && object.lastSequence !== null)
+      ? BigInt(object.lastSequence)
+      : 0n;
+    message.outputEvents = (object.outputEvents !== undefined && object.outputEvents !== null)
+      ? BigInt(object.outputEvents)
+      : 0n;
+    message.textSha256 = object.textSha256 ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -4463,7 +5066,18 @@ export const GenerationServiceService = {
    * Replays the generation's events after `after_sequence` (0 = from the
    * start), then continues live, and ends after the terminal event.
    * Heartbeats while idle. Resuming with the last sequence seen gives no gap
-   * and no duplicate.
+   * and no duplicate. With `from_snapshot`, starts with one Snapshot of the
+   * output so far instead of its deltas. The terminal event carries a
+   * TranscriptDigest that proves the assembled transcript complete.
+   *
+   * Every call (first follow or resume) checks the caller may see the
+   * generation: another organisation's, or a colleague's for a member, is
+   * NOT_FOUND like an unknown id. The stream ends with UNAUTHENTICATED when
+   * the caller's session is revoked (logout, refresh-token reuse, admin
+   * revocation, user or service account disabled or deleted) and when its
+   * access token expires: resume with a fresh token from the last sequence.
+   * OUT_OF_RANGE, with an OutputExpired detail, when events it would have to
+   * deliver are past the output retention (never a partial stream).
    */
   followGeneration: {
     path: "/spool.generation.v1.GenerationService/FollowGeneration" as const,
@@ -4564,7 +5178,18 @@ export interface GenerationServiceServer extends UntypedServiceImplementation {
    * Replays the generation's events after `after_sequence` (0 = from the
    * start), then continues live, and ends after the terminal event.
    * Heartbeats while idle. Resuming with the last sequence seen gives no gap
-   * and no duplicate.
+   * and no duplicate. With `from_snapshot`, starts with one Snapshot of the
+   * output so far instead of its deltas. The terminal event carries a
+   * TranscriptDigest that proves the assembled transcript complete.
+   *
+   * Every call (first follow or resume) checks the caller may see the
+   * generation: another organisation's, or a colleague's for a member, is
+   * NOT_FOUND like an unknown id. The stream ends with UNAUTHENTICATED when
+   * the caller's session is revoked (logout, refresh-token reuse, admin
+   * revocation, user or service account disabled or deleted) and when its
+   * access token expires: resume with a fresh token from the last sequence.
+   * OUT_OF_RANGE, with an OutputExpired detail, when events it would have to
+   * deliver are past the output retention (never a partial stream).
    */
   followGeneration: handleServerStreamingCall<FollowGenerationRequest, FollowGenerationResponse>;
   /**
@@ -4620,7 +5245,18 @@ export interface GenerationServiceClient extends Client {
    * Replays the generation's events after `after_sequence` (0 = from the
    * start), then continues live, and ends after the terminal event.
    * Heartbeats while idle. Resuming with the last sequence seen gives no gap
-   * and no duplicate.
+   * and no duplicate. With `from_snapshot`, starts with one Snapshot of the
+   * output so far instead of its deltas. The terminal event carries a
+   * TranscriptDigest that proves the assembled transcript complete.
+   *
+   * Every call (first follow or resume) checks the caller may see the
+   * generation: another organisation's, or a colleague's for a member, is
+   * NOT_FOUND like an unknown id. The stream ends with UNAUTHENTICATED when
+   * the caller's session is revoked (logout, refresh-token reuse, admin
+   * revocation, user or service account disabled or deleted) and when its
+   * access token expires: resume with a fresh token from the last sequence.
+   * OUT_OF_RANGE, with an OutputExpired detail, when events it would have to
+   * deliver are past the output retention (never a partial stream).
    */
   followGeneration(
     request: FollowGenerationRequest,
@@ -4730,6 +5366,14 @@ export const GenerationServiceClient = makeGenericClientConstructor(
   service: typeof GenerationServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 function floatToJson(value: number | null | undefined): number | string | null | undefined {
   return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
