@@ -42,8 +42,8 @@ export const filesConfigShape = {
   /** The filesystem store's directory (blobs and their staging area). Required in production with BLOB_STORE=fs. */
   BLOB_DIR: z.string().default(""),
   /** An unreferenced blob is collected only this long after its last commit. */
-  BLOB_GC_GRACE_SECONDS: int(3_600, 60, 30 * 86_400),
-  BLOB_GC_INTERVAL_SECONDS: int(600, 10, 86_400),
+  BLOB_GC_GRACE_SECONDS: int(86_400, 60, 30 * 86_400),
+  BLOB_GC_INTERVAL_SECONDS: int(3_600, 10, 86_400),
   /** Scratch space for archive expansion (emptied after each expansion). */
   WORK_DIR: z.string().default(""),
 
