@@ -84,7 +84,7 @@ describe("canonical manifest", () => {
     const bytes = encodeManifest(entries);
     expect(decodeManifest(bytes)).toEqual(entries);
     expect(decodeManifest(new Uint8Array())).toEqual([]);
-    const swapped = Buffer.from(bytes.toString().split("\n").slice(0, 2).reverse().join("\n") + "\n");
+    const swapped = Buffer.from(`${bytes.toString().split("\n").slice(0, 2).reverse().join("\n")}\n`);
     expect(() => decodeManifest(swapped)).toThrow(/canonical/);
     expect(() => decodeManifest(bytes.subarray(0, bytes.length - 1))).toThrow(/newline/);
     expect(() => decodeManifest(Buffer.from(`${hashOf("")} 01 a\n`))).toThrow(/malformed/);
