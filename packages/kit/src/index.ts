@@ -8,6 +8,7 @@ export * from "./event-store.js";
 export * from "./events.js";
 export * from "./files-streams.js";
 export * from "./grpc/index.js";
+export * from "./http/index.js";
 export * from "./logger.js";
 export * from "./managed.js";
 export * from "./metrics.js";
