@@ -38,6 +38,16 @@ export interface ReactorOptions {
   ackWaitMs?: number;
   /** Where a new durable starts: every stored event (default) or only new ones. */
   deliverFrom?: "all" | "new";
+  /**
+   * Failures that say "not now" rather than "never" (a dependency away, e.g.
+   * a virus scanner): such a message is nak'ed with the backoff and retried
+   * for as long as it takes, never dead-lettered. With this option the
+   * consumer has no delivery limit of its own; other failures are still
+   * dead-lettered once the message has been delivered maxDeliver times
+   * (counting the "not now" deliveries: a message that waited out an outage
+   * gets one attempt after it before it is dead-lettered).
+   */
+  retryIndefinitely?: (error: unknown) => boolean;
 }
 
 const DEFAULT_BACKOFF_MS = [250, 1_000, 5_000, 15_000];
@@ -77,7 +87,8 @@ export class Reactor implements ManagedConsumer {
       ack_policy: AckPolicy.Explicit,
       ack_wait: nanos(this.#o.ackWaitMs ?? 30_000),
       // One more than our own limit: the last delivery is the one we dead-letter.
-      max_deliver: this.#maxDeliver + 1,
+      // Unlimited when some failures are retried for as long as they last.
+      max_deliver: this.#o.retryIndefinitely ? -1 : this.#maxDeliver + 1,
       max_ack_pending: 1_000,
       ...(this.#o.filterSubject
         ? { filter_subject: this.#o.store.namespace.subject(this.#o.filterSubject) }
@@ -119,13 +130,16 @@ export class Reactor implements ManagedConsumer {
     const attempt = msg.info.deliveryCount;
     try {
       const events = this.#o.store.decode(this.#streamName, msg);
-      if (attempt > this.#maxDeliver) throw new Error("delivered past maxDeliver");
+      if (attempt > this.#maxDeliver && !this.#o.retryIndefinitely) {
+        throw new Error("delivered past maxDeliver");
+      }
       await this.#o.handle(events);
       msg.ack();
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
       this.#lastError = error;
-      if (attempt >= this.#maxDeliver) {
+      const notNow = this.#o.retryIndefinitely?.(e) === true;
+      if (attempt >= this.#maxDeliver && !notNow) {
         await this.#o.deadLetters.add({
           consumer: this.name,
           stream: this.#streamName,

@@ -44,8 +44,13 @@ export interface BlobStore {
   read(sha256: string, range?: { start: number; end?: number }): AsyncIterable<Uint8Array>;
   /** Every stored blob, for the collector. */
   list(): AsyncIterable<StoredBlob>;
-  /** Removes a stored blob (the collector only). Missing blobs are not an error. */
-  delete(sha256: string): Promise<void>;
+  /**
+   * Removes a stored blob (the collector only). Missing blobs are not an error.
+   * With `ifTouchedAtMs`, atomically: only while the blob's touchedAtMs is still
+   * that value, so a commit racing with the collector (which refreshes
+   * touchedAtMs) keeps the blob. True when this call removed it.
+   */
+  delete(sha256: string, options?: { ifTouchedAtMs?: number }): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -59,3 +64,24 @@ export class BlobTooLargeError extends Error {
 
 /** A sha256 in the form the store keys blobs by. Everything else is refused before it touches a path. */
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** No stored blob under that key (the blob was collected, or never stored). */
+export class BlobNotFoundError extends Error {
+  constructor() {
+    super("blob not found");
+    this.name = "BlobNotFoundError";
+  }
+}
+
+/** A key that is not a lowercase hex sha256; the key itself is never echoed (it may come from a client). */
+export class InvalidBlobKeyError extends Error {
+  constructor() {
+    super("blob key is not a lowercase hex sha256");
+    this.name = "InvalidBlobKeyError";
+  }
+}
+
+/** Throws InvalidBlobKeyError unless `sha256` matches SHA256_HEX: nothing else reaches a path or an object name. */
+export function assertBlobKey(sha256: string): void {
+  if (typeof sha256 !== "string" || !SHA256_HEX.test(sha256)) throw new InvalidBlobKeyError();
+}
