@@ -4,17 +4,17 @@ import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createFsBlobStore, type FsBlobStore } from "../../src/blobs/fs-blob-store.js";
 import { snapshotRef } from "../../src/sources/domain/manifest.js";
 import { fetchGit, type GitFetchOptions } from "../../src/sources/fetch/git.js";
 import { SourceFetchError } from "../../src/sources/fetch/types.js";
 import { type GitHttpsServer, startGitHttpsServer } from "./git-server.js";
-import { MemoryBlobStore } from "./memory-blob-store.js";
 import { makeTestCerts, type TestCerts } from "./tls.js";
 
 let certs: TestCerts;
 let server: GitHttpsServer;
 let selfSigned: GitHttpsServer;
-const blobs = new MemoryBlobStore();
+let blobs: FsBlobStore;
 const workDir = mkdtempSync(join(tmpdir(), "spool-sources-work-"));
 const limits = {
   maxFiles: 100,
@@ -42,6 +42,12 @@ function options(overrides: Partial<GitFetchOptions> = {}, port = server.port): 
   };
 }
 
+async function text(chunks: AsyncIterable<Uint8Array>): Promise<string> {
+  const parts: Uint8Array[] = [];
+  for await (const c of chunks) parts.push(c);
+  return Buffer.concat(parts).toString();
+}
+
 async function refusal(promise: Promise<unknown>): Promise<string> {
   const e = await promise.then(
     () => undefined,
@@ -53,6 +59,7 @@ async function refusal(promise: Promise<unknown>): Promise<string> {
 
 beforeAll(async () => {
   certs = makeTestCerts();
+  blobs = await createFsBlobStore({ root: mkdtempSync(join(tmpdir(), "spool-sources-blobs-")) });
   server = await startGitHttpsServer(certs);
   selfSigned = await startGitHttpsServer({ key: certs.selfSignedKey, cert: certs.selfSignedCert });
 });
@@ -75,7 +82,7 @@ describe("git fetcher", () => {
     const paths = tree.entries.map((e) => e.path).sort();
     expect(paths).toEqual(["README.md", "dir/é.txt", "src/main.ts"]);
     const readme = tree.entries.find((e) => e.path === "README.md");
-    expect(blobs.blobs.get(readme?.sha256 ?? "")?.bytes.toString()).toBe("# app\n");
+    expect(await text(blobs.read(readme?.sha256 ?? ""))).toBe("# app\n");
   });
 
   it("gives the same ref for identical content in another repository, another ref for one byte changed", async () => {
