@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { baseConfigShape, ConfigError, envBoolean, loadConfig } from "@spool/kit";
 import { z } from "zod";
+import { sourcesConfigProblems, sourcesConfigShape } from "./sources/config.js";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 const MiB = 1024 * 1024;
@@ -102,6 +103,9 @@ export const filesConfigShape = {
   LIST_WAIT_MAX_MS: int(5_000, 0, 60_000),
   /** Bytes per DownloadFile message. */
   DOWNLOAD_CHUNK_BYTES: int(256 * 1024, 1024, 4 * MiB),
+
+  // --- sources and snapshots (src/sources) ---
+  ...sourcesConfigShape,
 };
 
 export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -125,6 +129,7 @@ export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
   const importPorts = list(config.IMPORT_ALLOWED_PORTS).map(Number);
   if (importPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     problems.push("SPOOL_IMPORT_ALLOWED_PORTS: comma-separated ports 1-65535");
+  problems.push(...sourcesConfigProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   const scratch = join(tmpdir(), "spool-file-ingest");
   return {

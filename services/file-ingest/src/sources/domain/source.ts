@@ -63,14 +63,15 @@ export interface SourceInfo {
   readonly registeredAtMs: bigint;
 }
 
-export type SourceState =
-  | { readonly status: "none" }
-  | {
-      readonly status: "active" | "deleted";
-      readonly source: SourceInfo;
-      /** Every snapshot ever taken, by ascending number (numbers are 1..n without gaps). */
-      readonly snapshots: readonly SnapshotState[];
-    };
+export interface ExistingSource {
+  readonly status: "active" | "deleted";
+  readonly source: SourceInfo;
+  /** Every snapshot ever taken, by ascending number (numbers are 1..n without gaps). */
+  readonly snapshots: readonly SnapshotState[];
+}
+export type ActiveSourceState = ExistingSource & { readonly status: "active" };
+
+export type SourceState = { readonly status: "none" } | ExistingSource;
 
 export const sourceReducer = {
   initial: (): SourceState => ({ status: "none" }),
@@ -144,9 +145,9 @@ export function snapshotOf(state: SourceState, number: number): SnapshotState | 
 }
 
 /** The active source, or NOT_FOUND (also for a deleted one). */
-export function activeSource(state: SourceState) {
+export function activeSource(state: SourceState): ActiveSourceState {
   if (state.status !== "active") throw new NotFoundError("source not found");
-  return state;
+  return state as ActiveSourceState;
 }
 
 // --- decisions ----------------------------------------------------------------------------
