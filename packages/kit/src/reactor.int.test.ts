@@ -129,6 +129,54 @@ describe("Reactor", () => {
     }
   });
 
+  it("retryIndefinitely: a 'not now' failure is retried past maxDeliver, never dead-lettered; others still are", async () => {
+    class NotNow extends Error {}
+    const attempts = new Map<string, number>();
+    let away = true;
+    const reactor = new Reactor({
+      name: "notnow",
+      store,
+      stream: "EX",
+      filterSubject: "ex.notnow.>",
+      deadLetters,
+      logger,
+      maxDeliver: 2,
+      backoffMs: [20, 40],
+      retryIndefinitely: (e) => e instanceof NotNow,
+      handle: async (events) => {
+        for (const event of events) {
+          const { incrementId } = Incremented.decode(event.data);
+          attempts.set(incrementId, (attempts.get(incrementId) ?? 0) + 1);
+          if (incrementId === "waits" && away) throw new NotNow("the scanner is away");
+          if (incrementId === "poison") throw new Error("cannot apply poison");
+          await sql`INSERT INTO effects VALUES (${incrementId}, ${event.streamSequence}) ON CONFLICT DO NOTHING`;
+        }
+      },
+    });
+    await reactor.start();
+    try {
+      for (const id of ["waits", "poison"]) {
+        await store.append("ex.notnow.1", [Incremented.create({ amount: 1n, incrementId: id })]);
+      }
+      await eventually(() => (attempts.get("waits") ?? 0) >= 5, { what: "retries past maxDeliver" });
+      expect(await sql`SELECT 1 FROM effects WHERE increment_id = 'waits'`).toHaveLength(0);
+      away = false;
+      await eventually(
+        async () => (await sql`SELECT 1 FROM effects WHERE increment_id = 'waits'`).length === 1,
+        {
+          what: "applied once the dependency is back",
+        },
+      );
+      const page = await eventually(async () => {
+        const p = await deadLetters.list({ consumer: "notnow", limit: 10 });
+        return p.items.length === 1 ? p : undefined;
+      });
+      expect(page.items[0]).toMatchObject({ error: "cannot apply poison", attempts: 2 });
+    } finally {
+      await reactor.stop();
+    }
+  });
+
   it("a restarted reactor resumes from its durable position without reprocessing acked events", async () => {
     const seen: string[] = [];
     const make = () =>

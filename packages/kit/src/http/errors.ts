@@ -29,6 +29,15 @@ export const FETCH_FAILURE_REASONS = [
   "CONTENT_TYPE_NOT_ALLOWED",
 ] as const;
 
+/** Refusals that are about the URL itself (as opposed to what its server answered). */
+const URL_REFUSALS: ReadonlySet<SafeFetchReason> = new Set<SafeFetchReason>([
+  "INVALID_URL",
+  "SCHEME_NOT_ALLOWED",
+  "USERINFO_NOT_ALLOWED",
+  "PORT_NOT_ALLOWED",
+  "ADDRESS_BLOCKED",
+]);
+
 export type SsrfRefusalReason = (typeof SSRF_REFUSAL_REASONS)[number];
 export type SafeFetchReason = SsrfRefusalReason | (typeof FETCH_FAILURE_REASONS)[number];
 
@@ -67,7 +76,7 @@ export function isSafeFetchError(e: unknown): e is SafeFetchError {
  * FAILED_PRECONDITION. Both carry the reason code, so callers can act on it.
  */
 export function safeFetchErrorToSpoolError(error: SafeFetchError, field = "url"): SpoolError {
-  if (error instanceof SsrfRefusedError && error.hop === 0) {
+  if (error.hop === 0 && URL_REFUSALS.has(error.reason)) {
     return new InvalidArgumentError(`${field}: ${error.message}`, [{ field, description: error.message }]);
   }
   const where = error.hop > 0 ? ` (after ${error.hop} redirect${error.hop === 1 ? "" : "s"})` : "";

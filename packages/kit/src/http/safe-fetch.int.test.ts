@@ -10,7 +10,15 @@ import type { AddressInfo, Socket } from "node:net";
 import { gzipSync } from "node:zlib";
 import { createTestCertificates } from "@spool/testing";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { SafeFetchError, type SafeFetchOptions, type SafeFetchReason, safeFetch } from "../index.js";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  SafeFetchError,
+  type SafeFetchOptions,
+  type SafeFetchReason,
+  safeFetch,
+  safeFetchErrorToSpoolError,
+} from "../index.js";
 
 interface TestServer {
   port: number;
@@ -97,6 +105,17 @@ function routes(state: TestServer) {
           res
             .writeHead(200, { "content-encoding": "gzip, gzip", "content-type": "text/plain" })
             .end(gzipSync(GZIP_HELLO));
+          return;
+        case "/no-content-gzip":
+          res.writeHead(204, { "content-encoding": "gzip" }).end();
+          return;
+        case "/not-gzip":
+          res.writeHead(200, { "content-encoding": "gzip" }).end("this is not gzip");
+          return;
+        case "/cut-short":
+          res.writeHead(200, { "content-length": "1000" });
+          res.write("only a little");
+          setTimeout(() => res.socket?.destroy(), 20);
           return;
         default:
           res.writeHead(404).end("not found");
@@ -267,6 +286,7 @@ describe("IP literals are refused without DNS and without connecting", () => {
     const before = plain.connections + internal.connections;
     const e = await failure(safeFetch(`http://${host}:${P}/ok`, local({ unsafeAllowedTargets: [] })));
     expect(e.reason).toBe("ADDRESS_BLOCKED");
+    expect(safeFetchErrorToSpoolError(e)).toBeInstanceOf(InvalidArgumentError);
     expect(dns.calls).toEqual([]);
     expect(plain.connections + internal.connections).toBe(before);
   });
@@ -390,8 +410,10 @@ describe("redirects", () => {
   const redirect = (to: string, status = 302, host = `a.test:${P}`) =>
     `http://${host}/redirect?status=${status}&to=${encodeURIComponent(to)}`;
 
-  it("are refused by default", async () => {
-    expect(await reason(safeFetch(redirect("/ok"), local()))).toBe("REDIRECT_REFUSED");
+  it("are refused by default, blaming the redirect rather than the caller's URL", async () => {
+    const e = await failure(safeFetch(redirect("/ok"), local()));
+    expect(e).toMatchObject({ reason: "REDIRECT_REFUSED", hop: 1 });
+    expect(safeFetchErrorToSpoolError(e, "source_url")).toBeInstanceOf(FailedPreconditionError);
   });
 
   it("are followed when allowed, each hop checked", async () => {
@@ -611,6 +633,30 @@ describe("response limits", () => {
       local({ maxDecompressionRatio: 10_000, maxDecompressedBytes: 2 * 1024 * 1024 }),
     );
     expect(await reason(res.bytes())).toBe("DECOMPRESSION_LIMIT");
+  });
+
+  it("reads a 204 as empty whatever its Content-Encoding", async () => {
+    const res = await safeFetch(`http://a.test:${P}/no-content-gzip`, local());
+    expect(res.status).toBe(204);
+    expect(await res.text()).toBe("");
+  });
+
+  it("reports an undecodable body and a body cut short as PROTOCOL_ERROR", async () => {
+    const notGzip = await safeFetch(`http://a.test:${P}/not-gzip`, local());
+    expect(await reason(notGzip.bytes())).toBe("PROTOCOL_ERROR");
+    const cut = await safeFetch(`http://a.test:${P}/cut-short`, local());
+    expect(await reason(cut.bytes())).toBe("PROTOCOL_ERROR");
+  });
+
+  it("reports a refused connection as CONNECT_FAILED", async () => {
+    const probe = http.createServer();
+    probe.listen(0, "127.0.0.1");
+    await once(probe, "listening");
+    const closedPort = (probe.address() as AddressInfo).port;
+    probe.close();
+    await once(probe, "close");
+    const options = local({ allowedPorts: [closedPort], unsafeAllowedTargets: [`127.0.0.1:${closedPort}`] });
+    expect(await reason(safeFetch(`http://a.test:${closedPort}/`, options))).toBe("CONNECT_FAILED");
   });
 
   it("refuses stacked encodings", async () => {

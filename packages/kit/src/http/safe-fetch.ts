@@ -156,17 +156,15 @@ export async function safeFetch(input: string, options: SafeFetchOptions = {}): 
       const res = await exchange.send(target, method, headers, body, hop);
       const location = res.headers.location;
       if (!REDIRECT_STATUSES.has(res.statusCode ?? 0) || location === undefined) {
-        return exchange.respond(res, target, hop);
+        return exchange.respond(res, target, hop, method);
       }
       res.destroy();
       if (settings.maxRedirects === 0) {
         throw new SsrfRefusedError(
           "REDIRECT_REFUSED",
           "the server answered with a redirect; redirects are off",
-          {
-            hop,
-            host: target.host,
-          },
+          // The refused request is the redirect's: hop + 1, so the caller's URL is not blamed.
+          { hop: hop + 1, host: target.host },
         );
       }
       if (hop + 1 > settings.maxRedirects) {
@@ -401,7 +399,7 @@ class Exchange {
   }
 
   /** Wraps the final response: content checks now, size and decompression limits as the body streams. */
-  respond(res: http.IncomingMessage, target: Target, hop: number): SafeResponse {
+  respond(res: http.IncomingMessage, target: Target, hop: number, method: string): SafeResponse {
     const s = this.settings;
     const status = res.statusCode ?? 0;
     const failWith = (reason: SafeFetchError["reason"], message: string): never => {
@@ -422,7 +420,10 @@ class Exchange {
       }
     }
     let decoder: Transform | undefined;
-    if (s.decompress) {
+    // These carry no body whatever their Content-Encoding says (an empty gzip stream is not valid gzip).
+    const bodiless =
+      method === "HEAD" || status === 204 || status === 304 || res.headers["content-length"] === "0";
+    if (s.decompress && !bodiless) {
       const encodings = (res.headers["content-encoding"] ?? "")
         .split(",")
         .map((e) => e.trim().toLowerCase())

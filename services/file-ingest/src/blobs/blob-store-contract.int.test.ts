@@ -7,14 +7,16 @@ import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { Base64UrlPaddedCodec } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { connectNats } from "@spool/kit";
-import { useInfra } from "@spool/testing";
+import { connectNats, createLogger } from "@spool/kit";
+import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { collectBlobs } from "./blob-collector.js";
+import { BlobCollector, collectBlobs } from "./blob-collector.js";
 import { type BlobStore, BlobTooLargeError, InvalidBlobKeyError } from "./blob-store.js";
 import { createFsBlobStore } from "./fs-blob-store.js";
-import { createNatsBlobStore } from "./nats-blob-store.js";
+import { BlobReadStalledError, createNatsBlobStore } from "./nats-blob-store.js";
 
 const infra = useInfra("blobs");
 let nc: NatsConnection;
@@ -326,6 +328,56 @@ describe.each(adapters)("blob store contract: $name", (adapter) => {
       ]);
       expect(committed).toBe(true);
       expect(await readAll(store.read(key)), `round ${round}`).toEqual(content);
+    }
+  });
+});
+
+describe("jetstream object store specifics", () => {
+  it("an object whose chunks are gone (meta kept) is replaced by the next commit; reading it fails, never hangs", async () => {
+    const bucket = `${infra().streamPrefix}_broken`;
+    const store = await createNatsBlobStore({
+      nc,
+      bucket,
+      stagingDir: tempDir("natsbroken"),
+      chunkBytes: 1024,
+      readIdleTimeoutMs: 500,
+    });
+    const content = bytes(3_000, 41);
+    const key = await put(store, content);
+    // What the library leaves when a put's meta publish answered too late: its chunks purged, its meta live.
+    const jsm = await jetstreamManager(nc);
+    const meta = await jsm.streams.getMessage(`OBJ_${bucket}`, {
+      last_by_subj: `$O.${bucket}.M.${Base64UrlPaddedCodec.encode(key)}`,
+    });
+    const { nuid } = meta!.json<{ nuid: string }>();
+    await jsm.streams.purge(`OBJ_${bucket}`, { filter: `$O.${bucket}.C.${nuid}` });
+    await expect(readAll(store.read(key))).rejects.toBeInstanceOf(BlobReadStalledError);
+
+    await put(store, content);
+    expect(await readAll(store.read(key))).toEqual(content);
+  });
+});
+
+describe("BlobCollector", () => {
+  it("collects on its timer and stops cleanly", async () => {
+    const root = tempDir("collector");
+    const clock = { now: Date.now() };
+    const store = await createFsBlobStore({ root, now: () => clock.now });
+    const key = await put(store, bytes(100, 51));
+    clock.now += 10_000;
+    const collector = new BlobCollector({
+      store,
+      graceMs: 5_000,
+      now: () => clock.now,
+      isReferenced: async () => false,
+      intervalMs: 50,
+      logger: createLogger({ service: "collector-test", level: "silent" }),
+    });
+    collector.start();
+    try {
+      await eventually(async () => (await store.stat(key)) === undefined, { what: "the blob collected" });
+    } finally {
+      await collector.stop();
     }
   });
 });

@@ -54,6 +54,11 @@ export interface NatsBlobStoreOptions {
   replicas?: number;
   /** Chunk size of new objects (default 128 KiB, capped by the server's max payload). */
   chunkBytes?: number;
+  /**
+   * A read fails when no chunk arrived for this long (default 30 s): the
+   * library's delivery would otherwise wait for ever on chunks that are gone.
+   */
+  readIdleTimeoutMs?: number;
   /** Clock (tests). */
   now?: () => number;
 }
@@ -96,6 +101,7 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
   const metaSubject = (sha256: string) => `$O.${options.bucket}.M.${Base64UrlPaddedCodec.encode(sha256)}`;
   const chunkSubject = (nuid: string) => `$O.${options.bucket}.C.${nuid}`;
   const chunkBytes = options.chunkBytes ?? 128 * 1024;
+  const readIdleTimeoutMs = options.readIdleTimeoutMs ?? 30_000;
 
   async function rawInfo(sha256: string): Promise<{ info: RawObjectInfo; seq: number } | undefined> {
     try {
@@ -127,10 +133,26 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
     }
   }
 
+  /**
+   * False for a live meta whose chunks are gone: the library purges a put's
+   * chunks when the meta publish fails, also when it failed only to answer
+   * (a timeout after the server stored it). Such an object is replaced by the
+   * next commit of its bytes instead of being touched.
+   */
+  async function chunksPresent(info: RawObjectInfo): Promise<boolean> {
+    if (info.size === 0) return true;
+    try {
+      return (await jsm.streams.getMessage(stream, { last_by_subj: chunkSubject(info.nuid) })) !== null;
+    } catch (e) {
+      if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.NoMessageFound) return false;
+      throw e;
+    }
+  }
+
   async function publish(path: string, sha256: string): Promise<void> {
     for (;;) {
       const current = await rawInfo(sha256);
-      if (current && !current.info.deleted) {
+      if (current && !current.info.deleted && (await chunksPresent(current.info))) {
         // Stored already: refresh touchedAt (never backwards, even across replicas' clocks).
         const touched = Math.max(now(), touchedAtOf(current.info) + 1);
         const info = { ...current.info, metadata: { ...current.info.metadata, [TOUCHED_AT]: `${touched}` } };
@@ -146,7 +168,7 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
             options: { max_chunk_size: chunkBytes },
           },
           data,
-          // 0 = the meta subject must be new; else the deleted entry we saw.
+          // 0 = the meta subject must be new; else the (deleted or broken) entry we saw.
           { previousRevision: current?.seq ?? 0 },
         );
         return;
@@ -204,7 +226,7 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
     let offset = 0;
     try {
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await withIdleTimeout(reader.read(), readIdleTimeoutMs);
         if (done) break;
         const chunkStart = offset;
         offset += value.byteLength;
@@ -266,4 +288,20 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
 
 function isWrongLastSequence(e: unknown): boolean {
   return e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamWrongLastSequence;
+}
+
+function withIdleTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new BlobReadStalledError(ms)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** No bytes of a blob arrived from the object store within the idle timeout. */
+export class BlobReadStalledError extends Error {
+  constructor(readonly idleMs: number) {
+    super(`no bytes of the blob arrived within ${idleMs} ms`);
+    this.name = "BlobReadStalledError";
+  }
 }

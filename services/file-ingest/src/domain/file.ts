@@ -4,7 +4,7 @@
 import { type NewEvent, type Reducer, unreachable } from "@spool/kit";
 import type { FileRecorded as Recorded } from "@spool/proto/spool/files/v1/events.js";
 import { ScanVerdict } from "@spool/proto/spool/files/v1/events.js";
-import { FileDeleted, FileEvents, type FileEvent, FileRecorded, FileScanned, Subjects } from "./events.js";
+import { FileDeleted, type FileEvent, FileEvents, FileRecorded, FileScanned, Subjects } from "./events.js";
 
 export type ScanState =
   | { status: "pending" }
@@ -30,7 +30,13 @@ export function evolveFile(state: FileState, event: FileEvent): FileState {
   switch (event.type) {
     case "FileRecorded":
       if (state.kind !== "none") return state;
-      return { kind: "active", record: event.data, scan: { status: "pending" }, deletedAtMs: 0, deletedBy: "" };
+      return {
+        kind: "active",
+        record: event.data,
+        scan: { status: "pending" },
+        deletedAtMs: 0,
+        deletedBy: "",
+      };
     case "FileScanned": {
       if (state.kind === "none" || state.scan.status !== "pending") return state;
       const { verdict, signature, scanner } = event.data;

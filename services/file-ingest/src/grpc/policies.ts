@@ -46,8 +46,8 @@ export interface RuleLimits {
 export function fileRules(l: RuleLimits): RequestRules<Definition> {
   const upload: Rule<UploadRequest> = (message, field, v) => {
     const part = message.part;
-    if (!part) return v.check("part", "one of metadata, chunk, end") as unknown as void;
-    if (part.$case === "chunk") {
+    if (!part) v.check("part", "one of metadata, chunk, end");
+    else if (part.$case === "chunk") {
       if (part.value.length > l.maxChunkBytes)
         v.check("chunk", `at most ${l.maxChunkBytes} bytes per message`);
     } else if (part.$case === "metadata") {

@@ -41,6 +41,7 @@ export class OrgQuotaExceededError extends ResourceExhaustedError {
 }
 
 export class OrgQuota {
+  readonly #redis: Redis;
   readonly #prefix: string;
   readonly #limit: number;
   readonly #reserve: ScriptRunner;
@@ -55,6 +56,7 @@ export class OrgQuota {
     /** The bytes of the organisation's live files, from the projection (for seeding). */
     usedFromProjection: (orgId: string) => Promise<number>;
   }) {
+    this.#redis = options.redis;
     this.#prefix = options.prefix;
     this.#limit = options.limit;
     this.#reserve = redisScript(options.redis, RESERVE);
@@ -84,9 +86,14 @@ export class OrgQuota {
   }
 
   /** The current count (tests, metrics); undefined before first use. */
-  async used(redis: Redis, orgId: string): Promise<number | undefined> {
-    const v = await redis.get(this.#key(orgId));
+  async used(orgId: string): Promise<number | undefined> {
+    const v = await this.#redis.get(this.#key(orgId));
     return v === null ? undefined : Number(v);
+  }
+
+  /** Drops the count (tests: Redis lost it); the next reservation seeds it from the projection. */
+  async forget(orgId: string): Promise<void> {
+    await this.#redis.del(this.#key(orgId));
   }
 
   /**

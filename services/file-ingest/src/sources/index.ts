@@ -52,8 +52,22 @@ export function sourceFetcher(settings: SourceSettings, deps: SourceServiceDeps)
   };
 }
 
+export interface RegisteredSources {
+  sources: Sources;
+  /**
+   * For the blob collector: true while a source needs the blob — it is a
+   * snapshot's manifest (kept for good, for diffs) or a file of a
+   * materialised snapshot.
+   */
+  isReferenced(sha256: string): Promise<boolean>;
+}
+
 /** Adds SourceService, its projection and read model to the platform. */
-export function registerSourceService(p: Platform, config: SourcesConfig, deps: SourceServiceDeps): Sources {
+export function registerSourceService(
+  p: Platform,
+  config: SourcesConfig,
+  deps: SourceServiceDeps,
+): RegisteredSources {
   const settings = sourceSettings(config);
   const sources = new Sources({
     store: p.store,
@@ -69,5 +83,24 @@ export function registerSourceService(p: Platform, config: SourcesConfig, deps: 
     sourcePolicies,
     sourceRules(settings.allowedPorts),
   );
-  return sources;
+  // Manifests are immutable: their file hashes are cached by ref (bounded).
+  const filesOf = new Map<string, Set<string>>();
+  const manifestFiles = async (ref: string) => {
+    let set = filesOf.get(ref);
+    if (!set) {
+      set = new Set((await sources.manifest(ref)).map((e) => e.sha256));
+      filesOf.set(ref, set);
+      if (filesOf.size > 256) filesOf.delete(filesOf.keys().next().value ?? "");
+    }
+    return set;
+  };
+  return {
+    sources,
+    isReferenced: async (sha256) => {
+      if (await readModel.isManifest(sha256)) return true;
+      for (const ref of await readModel.materialisedRefs())
+        if ((await manifestFiles(ref)).has(sha256)) return true;
+      return false;
+    },
+  };
 }

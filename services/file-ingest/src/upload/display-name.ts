@@ -4,7 +4,7 @@
 import { InvalidArgumentError } from "@spool/kit";
 
 /** C0, DEL, C1 controls; bidi embeddings, overrides, isolates and marks; zero-width characters and BOM. */
-const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
+const INVISIBLE = /[\p{Cc}\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
 /** Path separators (and the Windows drive/stream colon), in every common look-alike that file systems map. */
 const SEPARATORS = /[/\\:\u2215\u2044\u29f5\u29f8\uff0f\uff3c\uff1a]/gu;
 
