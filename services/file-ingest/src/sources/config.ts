@@ -20,6 +20,8 @@ export const sourcesConfigShape = {
   SOURCE_MAX_PATH_BYTES: int(1_024, 16, 4_096),
   /** One whole fetch. */
   SOURCE_FETCH_TIMEOUT_MS: int(300_000, 1_000, 3_600_000),
+  /** Redirects a tarball download follows, each re-validated (never https to http); git follows none. */
+  SOURCE_MAX_REDIRECTS: int(3, 0, 10),
   /** Holders pinning one snapshot. */
   SOURCE_MAX_PINS: int(100, 1, 10_000),
   /** Ports source URLs may name (comma-separated). */
@@ -63,6 +65,7 @@ export function sourcesConfigProblems(config: SourcesConfig): string[] {
 export interface SourceSettings {
   keep: number;
   maxPins: number;
+  maxRedirects: number;
   limits: SourceLimits;
   allowedPorts: ReadonlySet<number>;
   unsafeAllowedTargets: ReadonlySet<string>;
@@ -76,6 +79,7 @@ export function sourceSettings(config: SourcesConfig): SourceSettings {
   return {
     keep: config.SOURCE_KEEP_SNAPSHOTS,
     maxPins: config.SOURCE_MAX_PINS,
+    maxRedirects: config.SOURCE_MAX_REDIRECTS,
     limits: {
       maxFiles: config.SOURCE_MAX_FILES,
       maxFileBytes: config.SOURCE_MAX_FILE_BYTES,

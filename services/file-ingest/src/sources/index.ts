@@ -1,11 +1,13 @@
 // Sources and snapshots (SourceService): registered on the platform from the
 // service's wiring with one call.
+import { readFile } from "node:fs/promises";
 import { FailedPreconditionError, isAllowedAddress, type Platform } from "@spool/kit";
 import { SourceKind, SourceServiceService } from "@spool/proto/spool/files/v1/sources.js";
 import type { BlobStore } from "../blobs/blob-store.js";
 import { type SourceFetcher, Sources } from "./app.js";
 import { type SourceSettings, sourceSettings } from "./config.js";
 import { fetchGit } from "./fetch/git.js";
+import { fetchTarball } from "./fetch/tarball.js";
 import type { TargetPolicy } from "./fetch/target.js";
 import { sourcePolicies, sourceRules, sourceService } from "./grpc.js";
 import { SourcesReadModel, sourcesProjection } from "./projection.js";
@@ -31,6 +33,7 @@ export function sourceFetcher(settings: SourceSettings, deps: SourceServiceDeps)
     unsafeAllowedTargets: settings.unsafeAllowedTargets,
     ...(deps.lookup ? { lookup: deps.lookup } : {}),
   };
+  let caPem: string | undefined;
   return async (source, signal) => {
     if (source.kind === SourceKind.SOURCE_KIND_GIT) {
       return fetchGit(
@@ -46,9 +49,19 @@ export function sourceFetcher(settings: SourceSettings, deps: SourceServiceDeps)
         },
       );
     }
-    throw new FailedPreconditionError(
-      "source refused (UNSUPPORTED_KIND): tarball sources are not available yet",
-    );
+    if (source.kind === SourceKind.SOURCE_KIND_TARBALL) {
+      caPem ??= settings.caFile ? await readFile(settings.caFile, "utf8") : "";
+      return fetchTarball(source.url, {
+        blobs: deps.blobs,
+        limits: settings.limits,
+        workDir: deps.workDir,
+        target,
+        maxRedirects: settings.maxRedirects,
+        ...(caPem ? { ca: caPem } : {}),
+        ...(signal ? { signal } : {}),
+      });
+    }
+    throw new FailedPreconditionError("source refused (UNSUPPORTED_KIND)");
   };
 }
 
