@@ -16,6 +16,7 @@ import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { authCall, call, codeOf, type FilesStack, startFilesStack } from "../harness.js";
 import { type GitHttpsServer, startGitHttpsServer } from "./git-server.js";
+import { startTarballServer, type TarballServer } from "./tarball-server.js";
 import { makeTestCerts } from "./tls.js";
 
 const infra = useInfra("sources");
@@ -23,6 +24,7 @@ let stack: FilesStack;
 let sources: SourceServiceClient;
 let git: GitHttpsServer;
 let badTls: GitHttpsServer;
+let tarballs: TarballServer;
 const tokens = { ownerA: "", adminA: "", memberA: "", ownerB: "" };
 const OPERATOR = { email: "admin@spool.test", password: "correct horse battery staple 42" };
 const KEEP = 2;
@@ -58,10 +60,13 @@ beforeAll(async () => {
   const certs = makeTestCerts(["localhost"], ["127.0.0.1"]);
   git = await startGitHttpsServer(certs);
   badTls = await startGitHttpsServer({ key: certs.selfSignedKey, cert: certs.selfSignedCert });
+  tarballs = await startTarballServer(certs);
   stack = await startFilesStack(infra(), mkdtempSync(join(tmpdir(), "spool-sources-blobs-")), {
     SPOOL_SOURCE_KEEP_SNAPSHOTS: String(KEEP),
-    SPOOL_SOURCE_ALLOWED_PORTS: `443,${git.port},${badTls.port}`,
-    SPOOL_SOURCE_UNSAFE_ALLOWED_TARGETS: `127.0.0.1:${git.port},127.0.0.1:${badTls.port}`,
+    SPOOL_SOURCE_ALLOWED_PORTS: `443,${git.port},${badTls.port},${tarballs.port}`,
+    SPOOL_SOURCE_UNSAFE_ALLOWED_TARGETS: [git.port, badTls.port, tarballs.port]
+      .map((p) => `127.0.0.1:${p}`)
+      .join(","),
     SPOOL_SOURCE_CA_FILE: certs.caFile,
   });
   sources = new SourceServiceClient(`127.0.0.1:${stack.files.port}`, credentials.createInsecure());
@@ -103,6 +108,7 @@ afterAll(async () => {
   await stack?.stop();
   await git?.close();
   await badTls?.close();
+  await tarballs?.close();
 });
 
 describe("snapshots and refs", () => {
@@ -124,6 +130,30 @@ describe("snapshots and refs", () => {
     git.commit("same-2", { ...files, "src/a.ts": "export const a = 2;\n" });
     const changed = (await snap(two)).snapshot!;
     expect(changed.ref).not.toBe(first.ref);
+  });
+
+  it("a tarball source with the same files as a git source has the same ref", async () => {
+    const files = { "README.md": "# both\n", "lib/x.js": "module.exports = 1;\n" };
+    git.commit("both", files);
+    tarballs.tarball("/both.tar.gz", files);
+    const gitId = await register("both");
+    const tarId = (
+      await call(
+        sources.registerSource,
+        sources,
+        {
+          displayName: "both",
+          kind: SourceKind.SOURCE_KIND_TARBALL,
+          url: tarballs.url("/both.tar.gz"),
+          gitRef: "",
+        },
+        tokens.ownerA,
+      )
+    ).source!.sourceId;
+    const fromGit = (await snap(gitId)).snapshot!;
+    const fromTar = (await snap(tarId)).snapshot!;
+    expect(fromTar.ref).toBe(fromGit.ref);
+    expect(fromTar.fileCount).toBe(2);
   });
 
   it("diffs two refs exactly, and an unknown earlier ref lists everything as added", async () => {

@@ -130,6 +130,10 @@ const RENAMED: Record<string, SourceRefusalReason> = {
 
 /** The SSRF-safe client's reason as a source refusal (same names where they exist). */
 function fromSafeFetch(e: SafeFetchError): SourceFetchError {
+  // A redirect to http (or any scheme but https) is refused by the client at
+  // that hop as a scheme; for a source it is an insecure redirect.
+  if (e.reason === "SCHEME_NOT_ALLOWED" && e.hop > 0)
+    return new SourceFetchError("INSECURE_REDIRECT", "a redirect to a scheme other than https is refused");
   const reason = SAME_NAME.has(e.reason)
     ? (e.reason as SourceRefusalReason)
     : (RENAMED[e.reason] ?? "FETCH_FAILED");
