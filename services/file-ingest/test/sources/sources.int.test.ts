@@ -1,6 +1,8 @@
 // SourceService end to end: file-ingest and auth on the test servers, git
 // repositories served over HTTPS by git http-backend (test CA passed through
 // SPOOL_SOURCE_CA_FILE), snapshots stored in the filesystem blob store.
+
+import { createHash, randomUUID } from "node:crypto";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +16,7 @@ import {
 } from "@spool/proto/spool/files/v1/sources.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { collectBlobs } from "../../src/blobs/blob-collector.js";
 import { authCall, call, codeOf, type FilesStack, startFilesStack } from "../harness.js";
 import { type GitHttpsServer, startGitHttpsServer } from "./git-server.js";
 import { startTarballServer, type TarballServer } from "./tarball-server.js";
@@ -306,6 +309,41 @@ describe("retention and pins", () => {
     expect(list.map((s) => s.number)).toEqual([5, 4, 3, 2, 1]);
     expect(list.filter((s) => s.materialised).map((s) => s.number)).toEqual([5, 4]);
     expect(new Set(list.map((s) => s.ref)).size).toBe(1);
+  });
+});
+
+describe("blob collection", () => {
+  it("keeps every manifest and the files of materialised snapshots; a pruned snapshot's own files go", async () => {
+    const unique = randomUUID();
+    const content = (n: number) => `only in snapshot ${n} ${unique}`;
+    const sha = (text: string) => createHash("sha256").update(text).digest("hex");
+    const shared = `shared ${unique}`;
+    const id = await register("collected");
+    const refs: string[] = [];
+    for (let n = 1; n <= KEEP + 1; n++) {
+      git.commit("collected", { own: content(n), shared });
+      refs.push((await snap(id)).snapshot!.ref);
+    }
+    // Snapshot 1 is pruned; wait for the projection to say so.
+    await eventually(async () => !(await stack.files.isReferenced(sha(content(1)))));
+    const { deleted } = await collectBlobs({
+      store: stack.files.blobs,
+      isReferenced: (h) => stack.files.isReferenced(h),
+      graceMs: 0,
+    });
+    expect(deleted).toContain(sha(content(1)));
+    for (const kept of [sha(content(2)), sha(content(3)), sha(shared), ...refs]) {
+      expect(await stack.files.blobs.stat(kept), kept).toBeDefined();
+    }
+    // The pruned snapshot's manifest still diffs.
+    const d = await call(
+      sources.diffSnapshots,
+      sources,
+      { sourceId: id, fromRef: refs[0]!, toRef: refs[2]!, pageSize: 0, pageToken: "" },
+      tokens.ownerA,
+    );
+    expect(d.fromKnown).toBe(true);
+    expect(d.changes.map((c) => c.entry!.path)).toEqual(["own"]);
   });
 });
 
