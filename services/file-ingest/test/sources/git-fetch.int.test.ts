@@ -1,5 +1,6 @@
 // The git fetcher against a real git smart-HTTP server over HTTPS (git
 // http-backend behind a node https server), with a test CA passed explicitly.
+import { createHash, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -95,6 +96,23 @@ describe("git fetcher", () => {
     server.commit("two", { ...files, "b/c.txt": "gammb" });
     const changed = snapshotRef((await fetchGit({ url: server.url("two"), ref: "main" }, options())).entries);
     expect(changed).not.toBe(refOne);
+  });
+
+  it("streams large files through intact, next to empty ones", async () => {
+    const big = randomBytes(3 * 1024 * 1024 + 7);
+    server.commit("large", { "big.bin": big, empty: "", "z.txt": "after" });
+    const tree = await fetchGit(
+      { url: server.url("large"), ref: "main" },
+      options({ limits: { ...limits, maxFileBytes: 4 * 1024 * 1024, maxTotalBytes: 8 * 1024 * 1024 } }),
+    );
+    const byPath = new Map(tree.entries.map((e) => [e.path, e]));
+    expect(byPath.get("big.bin")).toEqual({
+      path: "big.bin",
+      size: big.length,
+      sha256: createHash("sha256").update(big).digest("hex"),
+    });
+    expect(byPath.get("empty")?.size).toBe(0);
+    expect(await text(blobs.read(byPath.get("z.txt")?.sha256 ?? ""))).toBe("after");
   });
 
   it("fetches a tag-less branch by name and a commit by id", async () => {

@@ -213,22 +213,23 @@ async function readBlobs(
       const match = /^([0-9a-f]+) blob ([0-9]+)$/.exec(header);
       if (!match || match[1] !== file.oid || Number(match[2]) !== file.size)
         throw new SourceFetchError("FETCH_FAILED", "the object store disagrees with the tree listing");
-      const bytes = await batch.read(file.size + 1); // the content and its trailing newline
-      const staged = await options.blobs.stage(one(bytes.subarray(0, file.size)), {
+      const staged = await options.blobs.stage(batch.stream(file.size), {
         maxBytes: options.limits.maxFileBytes,
         ...(options.signal ? { signal: options.signal } : {}),
       });
-      await staged.commit();
+      try {
+        await batch.skip(1); // the newline after the content
+        await staged.commit();
+      } catch (e) {
+        await staged.discard();
+        throw e;
+      }
       entries.push({ path: file.path, size: staged.size, sha256: staged.sha256 });
     }
   } finally {
     batch.close();
   }
   return entries;
-}
-
-async function* one(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
-  yield bytes;
 }
 
 // --- running git ---------------------------------------------------------------------------
@@ -318,10 +319,16 @@ function gitRunner(home: string, options: GitFetchOptions, deadline: number): Gi
   });
 }
 
-/** A long-running git (cat-file --batch) read by exact byte counts. */
+/**
+ * A long-running git (cat-file --batch) read by exact byte counts. Output is
+ * kept as a list of chunks (never re-concatenated), and a blob's bytes are
+ * streamed to the caller as they arrive, so a large file costs neither
+ * quadratic copying nor its whole size in memory.
+ */
 class BatchProcess {
   readonly #child;
-  #buffer: Buffer = Buffer.alloc(0);
+  readonly #chunks: Buffer[] = [];
+  #length = 0;
   #ended = false;
   #waiter: (() => void) | undefined;
   readonly #timer;
@@ -329,17 +336,16 @@ class BatchProcess {
   constructor(binary: string, args: string[], cwd: string, env: NodeJS.ProcessEnv, deadline: number) {
     this.#child = spawn(binary, args, { cwd, env, stdio: ["pipe", "pipe", "ignore"], shell: false });
     this.#child.stdout.on("data", (chunk: Buffer) => {
-      this.#buffer = this.#buffer.length === 0 ? chunk : Buffer.concat([this.#buffer, chunk]);
+      this.#chunks.push(chunk);
+      this.#length += chunk.length;
       this.#wake();
     });
-    this.#child.on("close", () => {
+    const end = () => {
       this.#ended = true;
       this.#wake();
-    });
-    this.#child.on("error", () => {
-      this.#ended = true;
-      this.#wake();
-    });
+    };
+    this.#child.on("close", end);
+    this.#child.on("error", end);
     this.#timer = setTimeout(() => this.#child.kill("SIGKILL"), Math.max(0, deadline - Date.now()));
   }
 
@@ -349,8 +355,8 @@ class BatchProcess {
     w?.();
   }
 
-  async #until(ready: () => boolean): Promise<void> {
-    while (!ready()) {
+  async #available(): Promise<void> {
+    while (this.#length === 0) {
       if (this.#ended) throw new SourceFetchError("TIMEOUT", "reading the repository's objects stopped");
       await new Promise<void>((r) => {
         this.#waiter = r;
@@ -358,23 +364,52 @@ class BatchProcess {
     }
   }
 
+  /** Takes up to `max` bytes from the front (at least one; waits for output). */
+  async #take(max: number): Promise<Buffer> {
+    await this.#available();
+    const first = this.#chunks[0] as Buffer;
+    const piece = first.length <= max ? first : first.subarray(0, max);
+    if (piece === first) this.#chunks.shift();
+    else this.#chunks[0] = first.subarray(max);
+    this.#length -= piece.length;
+    return piece;
+  }
+
   write(line: string) {
     this.#child.stdin.write(line);
   }
 
+  /** One header line (without its newline); lines longer than 4 KiB are a protocol error. */
   async readLine(): Promise<Buffer> {
-    await this.#until(() => this.#buffer.indexOf(10) >= 0);
-    const end = this.#buffer.indexOf(10);
-    const line = this.#buffer.subarray(0, end);
-    this.#buffer = this.#buffer.subarray(end + 1);
-    return line;
+    const parts: Buffer[] = [];
+    let size = 0;
+    for (;;) {
+      await this.#available();
+      const first = this.#chunks[0] as Buffer;
+      const newline = first.indexOf(10);
+      const piece = await this.#take(newline >= 0 ? newline + 1 : first.length);
+      parts.push(piece);
+      size += piece.length;
+      if (newline >= 0) return Buffer.concat(parts, size).subarray(0, size - 1);
+      if (size > 4096) throw new SourceFetchError("FETCH_FAILED", "unexpected object header");
+    }
   }
 
-  async read(n: number): Promise<Buffer> {
-    await this.#until(() => this.#buffer.length >= n);
-    const bytes = Buffer.from(this.#buffer.subarray(0, n));
-    this.#buffer = this.#buffer.subarray(n);
-    return bytes;
+  /** Exactly `n` bytes, as they arrive. */
+  async *stream(n: number): AsyncGenerator<Buffer> {
+    let left = n;
+    while (left > 0) {
+      const piece = await this.#take(left);
+      left -= piece.length;
+      yield piece;
+    }
+  }
+
+  /** Skips exactly `n` bytes. */
+  async skip(n: number): Promise<void> {
+    for await (const _ of this.stream(n)) {
+      // discarded
+    }
   }
 
   close() {
