@@ -18,8 +18,11 @@ export const sourcesConfigShape = {
   /** Bytes a git fetch (or tarball download) may bring in before it is stopped. */
   SOURCE_MAX_FETCH_BYTES: int(2 * GiB, 1, 1024 * GiB),
   SOURCE_MAX_PATH_BYTES: int(1_024, 16, 4_096),
-  /** One whole fetch. */
-  SOURCE_FETCH_TIMEOUT_MS: int(300_000, 1_000, 3_600_000),
+  /**
+   * One whole fetch. TakeSnapshot fetches inside the call, so this stays
+   * below SPOOL_GRPC_MAX_UNARY_MS (default 30 s): raise both for large sources.
+   */
+  SOURCE_FETCH_TIMEOUT_MS: int(25_000, 1_000, 600_000),
   /** Redirects a tarball download follows, each re-validated (never https to http); git follows none. */
   SOURCE_MAX_REDIRECTS: int(3, 0, 10),
   /** Holders pinning one snapshot. */
@@ -39,6 +42,7 @@ export const sourcesConfigShape = {
 
 type SourcesConfig = { [K in keyof typeof sourcesConfigShape]: z.output<(typeof sourcesConfigShape)[K]> } & {
   ENV: string;
+  GRPC_MAX_UNARY_MS: number;
 };
 
 function list(value: string): string[] {
@@ -54,6 +58,10 @@ export function sourcesConfigProblems(config: SourcesConfig): string[] {
   const ports = list(config.SOURCE_ALLOWED_PORTS).map(Number);
   if (ports.length === 0 || ports.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     problems.push("SPOOL_SOURCE_ALLOWED_PORTS: comma-separated ports 1-65535");
+  if (config.SOURCE_FETCH_TIMEOUT_MS >= config.GRPC_MAX_UNARY_MS)
+    problems.push(
+      "SPOOL_SOURCE_FETCH_TIMEOUT_MS: must be below SPOOL_GRPC_MAX_UNARY_MS (TakeSnapshot fetches inside the call)",
+    );
   if (config.ENV === "production" && config.SOURCE_UNSAFE_ALLOWED_TARGETS)
     problems.push("SPOOL_SOURCE_UNSAFE_ALLOWED_TARGETS: tests and development only, never in production");
   for (const t of list(config.SOURCE_UNSAFE_ALLOWED_TARGETS))

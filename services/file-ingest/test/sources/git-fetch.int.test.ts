@@ -209,6 +209,18 @@ describe("git fetcher", () => {
     );
   });
 
+  it("stops a fetch that brings in more than the fetch limit", async () => {
+    server.commit("heavy", { "noise.bin": randomBytes(512 * 1024) });
+    expect(
+      await refusal(
+        fetchGit(
+          { url: server.url("heavy"), ref: "main" },
+          options({ limits: { ...limits, maxFetchBytes: 256 * 1024 } }),
+        ),
+      ),
+    ).toBe("FETCH_TOO_LARGE");
+  });
+
   it("enforces the file count and size limits from the tree listing", async () => {
     server.commit("big", { a: "1", b: "2", c: "x".repeat(2000) });
     expect(

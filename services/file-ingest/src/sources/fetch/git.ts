@@ -95,6 +95,9 @@ export async function fetchGit(source: GitSource, options: GitFetchOptions): Pro
       { watchBytes: { dir: repo, max: options.limits.maxFetchBytes }, allowFailure: true },
     );
     if (fetch.code !== 0) throw fetchFailure(fetch.stderr);
+    // The watcher samples while git runs; a fetch faster than its period is measured once more here.
+    if ((await directoryBytes(repo)) > options.limits.maxFetchBytes)
+      throw new SourceFetchError("FETCH_TOO_LARGE", `the fetch passed ${options.limits.maxFetchBytes} bytes`);
     const commit = (
       await git(["-C", repo, "rev-parse", "--verify", "--end-of-options", "FETCH_HEAD^{commit}"])
     ).stdout
