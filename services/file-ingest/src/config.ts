@@ -77,7 +77,9 @@ export const filesConfigShape = {
   CLAMD_SOCKET: z.string().default(""),
   CLAMD_HOST: z.string().default(""),
   CLAMD_PORT: int(3310, 1, 65535),
-  CLAMD_TIMEOUT_MS: int(60_000, 100, 3_600_000),
+  CLAMD_TIMEOUT_MS: int(120_000, 100, 3_600_000),
+  /** Most bytes sent to clamd; keep at or below clamd's StreamMaxLength. A larger file stays pending. */
+  CLAMD_MAX_STREAM_BYTES: int(100 * MiB, 1, 4 * GiB),
 
   // --- URL imports ---
   IMPORT_MAX_BYTES: int(100 * MiB, 1, 64 * GiB),

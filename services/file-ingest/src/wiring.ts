@@ -11,6 +11,10 @@ import { fileService, notAvailable } from "./grpc/file-service.js";
 import { filePolicies, fileRules } from "./grpc/policies.js";
 import { OrgQuota } from "./limits/org-quota.js";
 import { FilesReadModel, filesProjection } from "./projections/files.js";
+import { createClamdScanner } from "./scanning/clamd-scanner.js";
+import { createNoopScanner } from "./scanning/noop-scanner.js";
+import { startScanReactor } from "./scanning/scan-reactor.js";
+import type { Scanner } from "./scanning/scanner.js";
 import { registerSourceService } from "./sources/index.js";
 
 export interface RunningFiles extends StartedService {
@@ -73,6 +77,9 @@ export async function startFileIngest(
     logger,
   });
   p.onClose("blob collector", () => collector.stop());
+  const scanner = scannerFromConfig(config);
+  p.onClose("scanner", () => scanner.close());
+  startScanReactor(p, { scanner, blobs });
 
   p.addGuardedService(
     FileServiceService,
@@ -102,4 +109,16 @@ export async function startFileIngest(
     isReferenced,
     head: () => p.head(FILES_STREAM.name),
   };
+}
+
+/** clamd (its socket, or host and port) or, outside production only (config.ts refuses it there), none. */
+function scannerFromConfig(config: FilesConfig): Scanner {
+  if (config.SCANNER === "none") return createNoopScanner();
+  return createClamdScanner({
+    address: config.CLAMD_SOCKET
+      ? { socketPath: config.CLAMD_SOCKET }
+      : { host: config.CLAMD_HOST, port: config.CLAMD_PORT },
+    timeoutMs: config.CLAMD_TIMEOUT_MS,
+    maxStreamBytes: config.CLAMD_MAX_STREAM_BYTES,
+  });
 }
