@@ -127,6 +127,9 @@ describe("git fetcher", () => {
     server.commit("pinned", { x: "y" });
     const tree = await fetchGit({ url: server.url("pinned", "git.spool.test"), ref: "main" }, options());
     expect(tree.entries.map((e) => e.path)).toEqual(["x"]);
+    // The same name with a trailing dot is the same name: still pinned, never resolved by curl.
+    const dotted = await fetchGit({ url: server.url("pinned", "git.spool.test."), ref: "main" }, options());
+    expect(dotted.entries.map((e) => e.path)).toEqual(["x"]);
   });
 
   it("refuses a host resolving to a blocked address before git runs", async () => {

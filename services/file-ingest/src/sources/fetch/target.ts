@@ -42,7 +42,10 @@ export function parseSourceUrl(input: string, policy: Pick<TargetPolicy, "allowe
   const port = url.port === "" ? 443 : Number(url.port);
   if (!policy.allowedPorts.has(port))
     throw new SourceFetchError("PORT_NOT_ALLOWED", `port ${port} is not allowed`);
-  hostOf(url);
+  const host = hostOf(url);
+  // One spelling of the name everywhere: "example.com." would make curl miss
+  // the pinned entry for "example.com" and resolve the name itself.
+  if (url.hostname.endsWith(".")) url.hostname = host;
   return url;
 }
 
