@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { baseConfigShape, ConfigError, envBoolean, loadConfig } from "@spool/kit";
 import { z } from "zod";
+import { archiveLimitsConfigShape, archiveLimitsFromConfig } from "./archive/config.js";
 import { sourcesConfigProblems, sourcesConfigShape } from "./sources/config.js";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
@@ -95,15 +96,8 @@ export const filesConfigShape = {
    */
   IMPORT_UNSAFE_ALLOWED_TARGETS: z.string().default(""),
 
-  // --- archives ---
-  ARCHIVE_MAX_ENTRIES: int(10_000, 1, 1_000_000),
-  ARCHIVE_MAX_TOTAL_BYTES: int(GiB, 1, 64 * GiB),
-  ARCHIVE_MAX_ENTRY_BYTES: int(100 * MiB, 1, 64 * GiB),
-  ARCHIVE_MAX_RATIO: int(100, 1, 10_000),
-  ARCHIVE_RATIO_GRACE_BYTES: int(MiB, 0, GiB),
-  ARCHIVE_MAX_PATH_BYTES: int(1_024, 16, 4_096),
-  ARCHIVE_MAX_SEGMENT_BYTES: int(255, 16, 1_024),
-  ARCHIVE_MAX_NESTING_DEPTH: int(1, 0, 3),
+  // --- archives: file-archive's settings (SPOOL_ARCHIVE_*) ---
+  ...archiveLimitsConfigShape,
 
   // --- reads ---
   /** ListFiles' min_sequence: the longest it waits for the projection. */
@@ -176,14 +170,5 @@ export function uploadLimits(config: FilesConfig) {
 
 /** The archive expander's limits (archive/archive.ts). */
 export function archiveLimits(config: FilesConfig) {
-  return {
-    maxEntries: config.ARCHIVE_MAX_ENTRIES,
-    maxTotalBytes: config.ARCHIVE_MAX_TOTAL_BYTES,
-    maxEntryBytes: config.ARCHIVE_MAX_ENTRY_BYTES,
-    maxRatio: config.ARCHIVE_MAX_RATIO,
-    ratioGraceBytes: config.ARCHIVE_RATIO_GRACE_BYTES,
-    maxPathBytes: config.ARCHIVE_MAX_PATH_BYTES,
-    maxSegmentBytes: config.ARCHIVE_MAX_SEGMENT_BYTES,
-    maxNestingDepth: config.ARCHIVE_MAX_NESTING_DEPTH,
-  };
+  return archiveLimitsFromConfig(config);
 }
