@@ -7,10 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
 import { readErrorDetails } from "@spool/kit";
-import { ScanStatus } from "@spool/proto/spool/files/v1/files.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createOrg, download, failure, type Org, upload } from "./fixtures.js";
+import { createOrg, failure, type Org, upload } from "./fixtures.js";
 import { call, type FilesStack, startFilesStack } from "./harness.js";
 
 const infra = useInfra("flimits");
