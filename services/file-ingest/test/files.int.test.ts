@@ -506,6 +506,18 @@ describe("list", () => {
       org.owner.token,
     )) as { files: unknown[] };
     expect(both.files.length).toBe(4);
+    const all = (await call(c.listFiles, c, ListFilesRequest.fromPartial({}), org.owner.token)).files;
+    const pivot = all.find((f) => f.fileId === made[3])!.createdAtMs;
+    const after = (
+      await call(c.listFiles, c, ListFilesRequest.fromPartial({ createdAfterMs: pivot }), org.owner.token)
+    ).files;
+    expect(after.every((f) => f.createdAtMs >= pivot)).toBe(true);
+    expect(after.map((f) => f.fileId)).toEqual(expect.arrayContaining([made[3], made[4], png.file!.fileId]));
+    const before = (
+      await call(c.listFiles, c, ListFilesRequest.fromPartial({ createdBeforeMs: pivot }), org.owner.token)
+    ).files;
+    expect(before.every((f) => f.createdAtMs < pivot)).toBe(true);
+    expect(before.length + after.length).toBe(all.length);
     const bad = await failure(
       call(c.listFiles, c, ListFilesRequest.fromPartial({ pageToken: "not-a-token" }), org.owner.token),
     );
