@@ -126,7 +126,7 @@ export async function driveThroughput(plan: ThroughputPlan, driver: Driver): Pro
   let cpu: CpuCores | undefined;
   if (windowEnd > windowStart) {
     await sleep(windowStart - clock());
-    const stop = sampleCpu(plan.serverPid, plan.orchestratorPid);
+    const stop = sampleCpu(plan.serverPid, plan.orchestratorPid, plan.moreServerPids);
     await sleep(windowEnd - clock());
     cpu = stop();
   }

@@ -37,11 +37,13 @@ function bearer(token: string): Metadata {
 }
 
 function connect(target: string, count: number): GenerationServiceClient[] {
-  // Each client its own HTTP/2 connection (grpc-js shares one between equal clients otherwise).
+  // Each client its own HTTP/2 connection (grpc-js shares one between equal clients otherwise);
+  // several replicas ("host:port,host:port") get the connections in turn.
+  const targets = target.split(",");
   return Array.from(
     { length: count },
-    () =>
-      new GenerationServiceClient(target, credentials.createInsecure(), {
+    (_, i) =>
+      new GenerationServiceClient(targets[i % targets.length] ?? target, credentials.createInsecure(), {
         "grpc.use_local_subchannel_pool": 1,
       }),
   );

@@ -1,3 +1,5 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -81,6 +83,10 @@ function settings() {
     noisyCpus: Number(process.env.SPOOL_BENCH_GEN_NOISY_CPUS ?? "0.3"),
     /** Set: the service and the peer server write V8 CPU profiles (--cpu-prof) here. */
     profileDir: process.env.SPOOL_BENCH_GEN_PROFILE_DIR ?? "",
+    /** SPOOL_WORKERS of each service replica (cluster workers sharing its port; 0 = one per core). */
+    workers: envInt("SPOOL_BENCH_GEN_WORKERS", 1, 0),
+    /** Service replicas on the same NATS; the follower connections are dealt to them in turn. */
+    replicas: envInt("SPOOL_BENCH_GEN_REPLICAS", 1, 1),
   };
 }
 type Settings = ReturnType<typeof settings>;
@@ -120,10 +126,14 @@ async function startService(
       SPOOL_BUILTIN_LENGTH: "1000000",
       SPOOL_COALESCE_WINDOW_MS: String(s.coalesceMs),
       SPOOL_WORKER_CONCURRENCY: String(Math.max(s.generations, s.cancels) + 16),
+      SPOOL_WORKERS: String(s.workers),
       ...profileEnv(s),
     },
   });
-  const line = await child.waitFor(/"port":\d+[^\n]*grpc server listening/, 90_000);
+  // Every worker listening before any connection is made (the primary deals connections to listening workers).
+  const workers = s.workers === 0 ? availableParallelism() : s.workers;
+  await child.waitFor(new RegExp(`(?:grpc server listening[\\s\\S]*?){${workers}}`), 120_000);
+  const line = await child.waitFor(/"port":\d+[^\n]*grpc server listening/, 1_000);
   return { child, port: Number(/"port":(\d+)/.exec(line)?.[1]) };
 }
 
@@ -209,6 +219,13 @@ const completeText = (r: ThroughputResult) =>
 const everyDelivery = (r: ThroughputResult) =>
   r.check.complete === r.check.streams && r.check.delivered === r.check.expected;
 
+/** The server's CPU per delivery over the window (all its processes; Spool's includes producing). */
+function cpuMicros(r: ThroughputResult): string {
+  const server = r.cpu?.server;
+  if (server === undefined || r.window.rate <= 0) return "?";
+  return ((server * 1e6) / r.window.rate).toFixed(1);
+}
+
 function stepLine(st: Step): string {
   const r = st.result;
   const c = r.cpu;
@@ -223,7 +240,8 @@ function stepLine(st: Step): string {
     ` (expected: last sequence from the server for ${r.lastSequencesFromServer} generations)` +
     `; setup ${(r.setupMs / 1000).toFixed(1)} s, ${r.seconds.toFixed(0)} s in all` +
     (c
-      ? `; cpu followers ${c.followers} server ${c.server} run.ts ${c.orchestrator} nats ${c.natsServer} ` +
+      ? `; server CPU ${cpuMicros(r)} µs/delivery` +
+        `; cpu followers ${c.followers} server ${c.server} run.ts ${c.orchestrator} nats ${c.natsServer} ` +
         `redis ${c.redis} pg ${c.postgres} other ${c.other}`
       : "")
   );
@@ -389,14 +407,18 @@ function basePlan(s: Settings, rate: number) {
 /** One Spool step on a fresh service; at the goal rate, the cancel latency on the same service. */
 async function spoolStep(run: Run, i: number, rate: number): Promise<void> {
   const { s, nc, slice } = run;
-  const svc = await startService(run.env, rate, s);
+  const replicas: { child: Child; port: number }[] = [];
   try {
+    for (let r = 0; r < s.replicas; r++) replicas.push(await startService(run.env, rate, s));
+    const [svc, ...more] = replicas;
+    if (!svc) throw new Error("no replica started");
     const plan: ThroughputPlan = {
       ...basePlan(s, rate),
-      target: `127.0.0.1:${svc.port}`,
+      target: replicas.map((r) => `127.0.0.1:${r.port}`).join(","),
       token: await run.login(),
       label: `s${i}`,
       serverPid: svc.child.proc.pid ?? 0,
+      moreServerPids: more.map((r) => r.child.proc.pid ?? 0),
       orchestratorPid: process.pid,
     };
     const { result, otherLoadBefore, discarded, jetstreamLegMs } = await measureStep(FOLLOWERS, plan, s, () =>
@@ -417,9 +439,22 @@ async function spoolStep(run: Run, i: number, rate: number): Promise<void> {
     log(stepLine(st));
     run.best.spool = Math.max(run.best.spool, result.window.rate);
     if (saturated && rate >= s.goalRate) run.done.spool = true;
-    if (rate === s.goalRate) run.cancel = await cancelStep(run, plan.target);
+    if (rate === s.goalRate) run.cancel = await cancelStep(run, `127.0.0.1:${svc.port}`);
   } finally {
-    await stopChild(svc.child);
+    await Promise.all(replicas.map((r) => stopChild(r.child)));
+    // The services' warnings and errors, for a step that lost or failed follows.
+    for (const [r, replica] of replicas.entries()) {
+      const notable = replica.child
+        .output()
+        .split("\n")
+        .filter((l) => /"level":"(warn|error|fatal)"/.test(l));
+      if (notable.length > 0) {
+        const file = path.join(RESULTS_DIR, `gen-service-${slice.id}-s${i}-r${r}.log`);
+        await mkdir(RESULTS_DIR, { recursive: true });
+        await writeFile(file, `${notable.join("\n")}\n`);
+        log(`  ${notable.length} warnings/errors of replica ${r}: ${path.relative(process.cwd(), file)}`);
+      }
+    }
   }
 }
 
@@ -537,12 +572,12 @@ function tableRows(
     const isGoal = st !== undefined && st === goalStep;
     const offered = s.generations * s.followers * rate;
     const peerText = p
-      ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}`
+      ? `peer ${rateText(p.result)}; ${delays(p.result.delayMs)}; ${arrivedText(p.result)}; server CPU ${cpuMicros(p.result)} µs/delivery`
       : "peer —";
     rows.push({
       figure: `${s.generations} × ${s.followers} × ${rate} tokens/s (offered ${fmtCount(offered)} deliveries/s)`,
       value: st
-        ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}`
+        ? `Spool ${rateText(st.result)}; ${delays(st.result.delayMs)}; ${completeText(st.result)}; server CPU ${cpuMicros(st.result)} µs/delivery`
         : "Spool — (saturated earlier)",
       beside: peerText + (isGoal ? `; ${rawText}` : ""),
       goal: isGoal ? `p99 < ${GOALS.maxDelayP99Ms} ms; every delivery arrives` : "every delivery arrives",

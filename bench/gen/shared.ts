@@ -52,8 +52,10 @@ export interface ThroughputPlan {
   endTimeoutMs: number;
   /** Gives up waiting when no stream received anything for this long. */
   stallMs: number;
-  /** The server under test, whose CPU is recorded over the window. */
+  /** The server under test, whose CPU is recorded over the window (with its descendants: cluster workers). */
   serverPid: number;
+  /** Further replicas under test (SPOOL_BENCH_GEN_REPLICAS), counted as server CPU too. */
+  moreServerPids?: number[];
   /** run.ts (auth, idle, and the JetStream-leg observer during Spool steps), recorded too. */
   orchestratorPid: number;
 }
@@ -263,15 +265,26 @@ export function checkStreams(
 const COMMS = ["nats-server", "redis-server", "postgres"] as const;
 
 /** Starts a CPU sample; the returned function ends it. */
-export function sampleCpu(serverPid: number, orchestratorPid: number): () => CpuCores | undefined {
-  const stop = sampleCpuOf({ self: "self", server: serverPid, orchestrator: orchestratorPid }, COMMS);
+export function sampleCpu(
+  serverPid: number,
+  orchestratorPid: number,
+  moreServerPids: readonly number[] = [],
+): () => CpuCores | undefined {
+  const servers = Object.fromEntries(moreServerPids.map((pid, i) => [`server${i + 1}`, pid]));
+  const stop = sampleCpuOf(
+    { self: "self", server: serverPid, orchestrator: orchestratorPid, ...servers },
+    COMMS,
+  );
   return () => {
     const b = stop();
     if (!b) return undefined;
     const round = (n: number | undefined) => Math.round((n ?? 0) * 100) / 100;
     const r: Omit<CpuCores, "other"> = {
       followers: round(b.pids.self),
-      server: round(b.pids.server),
+      // Every replica (and its cluster workers) under test.
+      server: round(
+        (b.pids.server ?? 0) + Object.keys(servers).reduce((sum, k) => sum + (b.pids[k] ?? 0), 0),
+      ),
       orchestrator: round(b.pids.orchestrator),
       natsServer: round(b.comms["nats-server"]),
       redis: round(b.comms["redis-server"]),

@@ -36,6 +36,33 @@ export function processJiffiesOf(pid: number | string): number | undefined {
   }
 }
 
+/**
+ * Jiffies of a process and of every live descendant (a service running as
+ * cluster workers counts as one server).
+ */
+export function processTreeJiffiesOf(pid: number): number | undefined {
+  const own = processJiffiesOf(pid);
+  if (own === undefined) return undefined;
+  const children = new Map<number, number[]>();
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  let total = own;
+  const queue = [...(children.get(pid) ?? [])];
+  for (let c = queue.shift(); c !== undefined; c = queue.shift()) {
+    total += processJiffiesOf(c) ?? 0;
+    queue.push(...(children.get(c) ?? []));
+  }
+  return total;
+}
+
 /** Busy jiffies of the whole machine, from the first line of /proc/stat. */
 export function machineBusyJiffies(): number | undefined {
   try {
@@ -104,7 +131,12 @@ function breakdownSnapshot(
   return {
     at: performance.now(),
     busy,
-    pids: Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, processJiffiesOf(pid) ?? 0])),
+    pids: Object.fromEntries(
+      Object.entries(pids).map(([name, pid]) => [
+        name,
+        (pid === "self" ? processJiffiesOf(pid) : processTreeJiffiesOf(pid)) ?? 0,
+      ]),
+    ),
     comms: jiffiesByComm(comms),
   };
 }

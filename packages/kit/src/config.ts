@@ -173,6 +173,11 @@ export const baseConfigShape = {
   SERVICE_NAME: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   NATS_URL: z.string().min(1).default("nats://127.0.0.1:4222"),
+  /**
+   * nats.js async stack traces (two Error objects per request). Off: the kit
+   * annotates failed requests at its own call sites instead (withNatsContext).
+   */
+  NATS_ASYNC_TRACES: envBoolean.default(false),
   DATABASE_URL: z.string().min(1).default("postgres://postgres@127.0.0.1:5432/spool"),
   /**
    * The service's own PostgreSQL schema for its projections, checkpoints and

@@ -25,7 +25,7 @@ import {
   type RecordedEvent,
 } from "./events.js";
 import type { Namespace } from "./namespace.js";
-import { assertNatsConnected } from "./nats.js";
+import { assertNatsConnected, withNatsContext } from "./nats.js";
 
 /** JetStream API error: stream name already in use with a different configuration. */
 const STREAM_NAME_IN_USE = 10058;
@@ -49,7 +49,7 @@ async function getMessage(
     return await jsm.streams.getMessage(stream, query as MsgRequest);
   } catch (e) {
     if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.NoMessageFound) return null;
-    throw e;
+    throw withNatsContext(e, "get message");
   }
 }
 
@@ -207,7 +207,7 @@ export class EventStore {
         this.#cache.delete(subject);
         throw new ConcurrencyError(subject, options.expectedSequence ?? -1, { cause: e });
       }
-      throw e;
+      throw withNatsContext(e, `append to ${full}`);
     }
   }
 
@@ -221,7 +221,7 @@ export class EventStore {
       return m?.seq ?? 0;
     } catch (e) {
       if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.NoMessageFound) return 0;
-      throw e;
+      throw withNatsContext(e, `last sequence of ${subject}`);
     }
   }
 

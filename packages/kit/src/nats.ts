@@ -18,6 +18,15 @@ export interface NatsOptions {
   logger?: Logger | undefined;
   /** Stops waiting (rejects with the signal's reason): a shutdown during start-up. */
   signal?: AbortSignal | undefined;
+  /**
+   * nats.js builds two Error objects (stack captures) per request so that a
+   * failed request shows where it was made ("async traces"); at a producer's
+   * append rate that was ~9 % of generation-stream's CPU (docs/BENCHMARKS.md).
+   * Off by default (true here): the kit annotates errors at its own NATS call
+   * sites instead (withNatsContext), paying only when a request fails.
+   * Set false to get nats.js's traces back while debugging.
+   */
+  noAsyncTraces?: boolean | undefined;
 }
 
 /** Longest pause between first-connection attempts. */
@@ -37,6 +46,7 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
         pingInterval: 10_000,
         // Per attempt; the loop below does the waiting.
         timeout: 5_000,
+        noAsyncTraces: options.noAsyncTraces ?? true,
       });
       trackConnection(nc);
       if (attempt > 1) options.logger?.info({ url: redactUrl(options.url), attempt }, "connected to NATS");
@@ -103,6 +113,25 @@ export function isNatsConnected(nc: NatsConnection): boolean {
 export function assertNatsConnected(nc: NatsConnection): void {
   if (!isNatsConnected(nc)) throw new NatsDisconnectedError();
 }
+
+/**
+ * Adds the operation and the kit caller's async stack to an error from a NATS
+ * request, in place (its type and message unchanged, so callers still
+ * classify it), and returns it. With noAsyncTraces nats.js errors carry only
+ * the client's internal frames; this restores "what was being done, from
+ * where", at the cost of one stack capture per failure instead of two per
+ * request.
+ */
+export function withNatsContext<E>(error: E, operation: string): E {
+  if (error instanceof Error && !ANNOTATED.has(error)) {
+    ANNOTATED.add(error);
+    const site = new Error(operation).stack?.split("\n").slice(2).join("\n") ?? "";
+    error.stack = `${error.stack ?? String(error)}\n    during NATS ${operation}\n${site}`;
+  }
+  return error;
+}
+
+const ANNOTATED = new WeakSet<Error>();
 
 /** A connection URL with any password removed, for messages and logs. */
 export function redactUrl(url: string): string {

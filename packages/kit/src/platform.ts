@@ -31,6 +31,8 @@ import { isTransientError, type RetryOptions, retryTransient } from "./transient
 export interface PlatformConfig extends GrpcConfig {
   LOG_LEVEL: string;
   NATS_URL: string;
+  /** Default false: see NatsOptions.noAsyncTraces. */
+  NATS_ASYNC_TRACES?: boolean | undefined;
   DATABASE_URL: string;
   DATABASE_SCHEMA?: string | undefined;
   DATABASE_POOL_MAX: number;
@@ -149,6 +151,7 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
     url: config.NATS_URL,
     name: `spool-${name}`,
     waitOnFirstConnect: true,
+    noAsyncTraces: config.NATS_ASYNC_TRACES !== true,
     ...waiting,
   });
   const store = new EventStore(nc, { namespace });

@@ -24,7 +24,13 @@ export const genConfigShape = {
   /** A producer's lease; renewed every third of it. A dead producer is noticed within about this long. */
   LEASE_MS: int(15_000, 1_000, 600_000),
   SWEEP_INTERVAL_MS: int(2_000, 100, 60_000),
-  /** Generations one replica's built-in workers run at once. */
+  /**
+   * Processes of this replica (node:cluster workers sharing the gRPC port, each
+   * a full replica: docs/adr/0009-generation-stream-multicore.md). 1: one process, as before;
+   * 0: one per core.
+   */
+  WORKERS: int(1, 0, 64),
+  /** Generations one replica's built-in workers run at once (per process when WORKERS > 1). */
   WORKER_CONCURRENCY: int(16, 1, 10_000),
   /** At shutdown, how long running generations may take to finish (then their leases settle them). */
   WORKER_DRAIN_MS: int(8_000, 0, 600_000),
@@ -40,6 +46,10 @@ export const genConfigShape = {
   COALESCE_WINDOW_MS: int(20, 0, 1_000),
   COALESCE_MAX_CHARS: int(2_048, 1, 1_000_000),
   HEARTBEAT_MS: int(10_000, 100, 300_000),
+  /** Followers behind memory share one log read per generation, holding at most this many bytes (0: no sharing). */
+  FOLLOW_CATCHUP_BYTES: int(4 * 1024 * 1024, 0, 1024 * 1024 * 1024),
+  /** Most followers reading the log alone at once per process (a JetStream consumer each); the rest wait. */
+  FOLLOW_MAX_CATCHUP_READS: int(64, 1, 100_000),
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),

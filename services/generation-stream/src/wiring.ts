@@ -64,6 +64,8 @@ export async function startGenerationStream(
     store,
     logger,
     heartbeatMs: config.HEARTBEAT_MS,
+    catchUpBytes: config.FOLLOW_CATCHUP_BYTES,
+    maxCatchUpReads: config.FOLLOW_MAX_CATCHUP_READS,
   });
   p.projector(generationsProjection);
   p.addConsumer(slotReleaser({ store, limits, deadLetters: p.deadLetters, logger }));

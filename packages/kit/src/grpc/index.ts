@@ -7,3 +7,4 @@ export * from "./interceptor.js";
 export * from "./reflection.js";
 export * from "./run-service.js";
 export * from "./status.js";
+export * from "./workers.js";

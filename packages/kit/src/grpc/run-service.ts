@@ -1,6 +1,7 @@
 // The process around a service: start it, stop it on SIGTERM/SIGINT, and turn
 // every way of failing into a logged reason and a non-zero exit code, so
 // main.ts stays a list of wiring steps.
+import cluster from "node:cluster";
 import { ConfigError } from "../config.js";
 import { createLogger, type Logger } from "../logger.js";
 
@@ -14,6 +15,12 @@ export interface RunServiceOptions {
   hardTimeoutMs?: number;
   /** For tests; defaults to process.exit. */
   exit?: (code: number) => void;
+  /**
+   * Signals that stop the service (default SIGTERM and SIGINT; in a cluster
+   * worker (runWorkers) SIGTERM only, SIGINT ignored: a terminal's Ctrl-C
+   * reaches the whole process group, and the primary forwards it once).
+   */
+  stopSignals?: readonly NodeJS.Signals[];
 }
 
 /** EX_CONFIG from sysexits.h: the configuration is unusable, restarting will not help. */
@@ -69,8 +76,9 @@ export function runService(
     signalled = signal;
     void stop(signal);
   };
-  process.on("SIGTERM", onSignal);
-  process.on("SIGINT", onSignal);
+  const stopSignals = options.stopSignals ?? (cluster.isWorker ? ["SIGTERM"] : ["SIGTERM", "SIGINT"]);
+  for (const s of stopSignals) process.on(s, onSignal);
+  if (!stopSignals.includes("SIGINT")) process.on("SIGINT", () => {});
   process.on("uncaughtException", (err) => {
     log().fatal({ err }, "uncaught exception");
     exit(1);

@@ -477,6 +477,87 @@ describe(`FollowHub (seed ${seed})`, () => {
     expect(seen).toEqual([1, 2]);
   });
 
+  it("live followers wait without a timer or abort listener per event", async () => {
+    const hub = newHub();
+    const producer = new Producer(newId("quiet-waits"));
+    const followers = 20;
+    const events = 100;
+    const ac = new AbortController();
+    const signal = ac.signal;
+    const listen = vi.spyOn(signal, "addEventListener");
+    const timers = vi.spyOn(globalThis, "setTimeout");
+    const all = Array.from({ length: followers }, () => collect(hub.follow(producer.id, 0, signal)));
+    for (let i = 0; i < events; i++) {
+      await producer.append(1, i === events - 1);
+      // Every follower waits between two events, so each event wakes them all.
+      await sleep(1);
+    }
+    const results = await Promise.all(all);
+    for (const got of results) expect(plain(got)).toEqual(producer.expected(0));
+    // One abort listener per follow for its whole life (the old code added one per wait) ...
+    expect(listen.mock.calls.filter(([type]) => type === "abort").length).toBeLessThanOrEqual(followers);
+    // ... and timers: the producer's requests and sleeps (~2 per event), a few per follower, never one per delivery.
+    expect(timers.mock.calls.length).toBeLessThan((followers * events) / 4);
+    listen.mockRestore();
+    timers.mockRestore();
+  });
+
+  it("many followers catching up on a fresh hub share one log read per subject", async () => {
+    const rand = rng(11);
+    const generations = 10;
+    const perGeneration = 100;
+    const producers = Array.from({ length: generations }, (_, g) => new Producer(newId(`burst${g}`)));
+    for (const p of producers) await p.run(60, rand, 0);
+    // A replica that just started: nothing in memory, a small ring, 1,000 followers resuming at once.
+    const hub = newHub({ bufferEvents: 8 });
+    const ac = new AbortController();
+    const runs = producers.flatMap((p) =>
+      Array.from({ length: perGeneration }, () => {
+        const after = rand(60);
+        return { p, after, done: collect(hub.follow(p.id, after, ac.signal)) };
+      }),
+    );
+    const results = await Promise.all(runs.map((r) => r.done));
+    results.forEach((got, i) => {
+      const r = runs[i]!;
+      expect(plain(got)).toEqual(r.p.expected(r.after));
+    });
+    const stats = hub.stats();
+    // One consumer per generation for the catch-up (not one per follower), plus its shared subscription.
+    expect(stats.sharedCatchUps).toBeGreaterThan(0);
+    expect(stats.catchUps).toBeLessThanOrEqual(generations);
+    expect(stats.catchUps).toBe(stats.sharedCatchUps);
+    expect(stats.sharedConsumers).toBe(0); // finished subjects need no live consumer
+    expect(stats.followers).toBe(0);
+  });
+
+  it("without sharing, followers reading the log alone stay within the cap and all complete", async () => {
+    const rand = rng(12);
+    const producers = Array.from({ length: 3 }, (_, g) => new Producer(newId(`capped${g}`)));
+    for (const p of producers) await p.run(40, rand, 0);
+    const maxCatchUpReads = 4;
+    const hub = newHub({ bufferEvents: 4, catchUpBytes: 0, maxCatchUpReads });
+    const ac = new AbortController();
+    let mostOpen = 0;
+    const sampler = setInterval(() => {
+      mostOpen = Math.max(mostOpen, hub.stats().catchUpReadsOpen);
+    }, 1);
+    const runs = producers.flatMap((p) =>
+      Array.from({ length: 10 }, () => ({ p, done: collect(hub.follow(p.id, 0, ac.signal)) })),
+    );
+    const results = await Promise.all(runs.map((r) => r.done));
+    clearInterval(sampler);
+    for (const [i, got] of results.entries()) expect(plain(got)).toEqual(runs[i]!.p.expected(0));
+    const stats = hub.stats();
+    // Each follower read alone (the behaviour before shared reads: a consumer per follower) ...
+    expect(stats.sharedCatchUps).toBe(0);
+    expect(stats.catchUps).toBe(30);
+    // ... but never more than the cap at once; the rest waited their turn.
+    expect(mostOpen).toBeLessThanOrEqual(maxCatchUpReads);
+    expect(stats.catchUpWaits).toBeGreaterThan(0);
+    expect(stats.catchUpReadsOpen).toBe(0);
+  });
+
   it("rejects a bad resume position with a typed error", () => {
     const hub = newHub();
     const ac = new AbortController();

@@ -1,4 +1,5 @@
 import { type EventStore, InvalidArgumentError, type Logger, UnavailableError } from "@spool/kit";
+import { CatchUpSlots } from "./backfill.js";
 import type { Decoder, FollowItem } from "./decode.js";
 import { Follower } from "./follower.js";
 import { type Counters, Subscription, type SubscriptionContext } from "./subscription.js";
@@ -33,6 +34,19 @@ export interface FollowHubOptions<T> {
   stallTimeoutMs?: number;
   /** Messages asked of the server per pull (and held ahead by a log read). Default 256. */
   readBatch?: number;
+  /**
+   * Followers behind what is in memory (a replica just started, many clients
+   * resuming at once) share one read of a subject's log, held while they read
+   * it, up to this many message bytes per subject. Default 4 MiB; 0 turns
+   * sharing off (each such follower reads the log alone).
+   */
+  catchUpBytes?: number;
+  /**
+   * Most followers reading the log alone at once (one JetStream consumer
+   * each): past a shared read's budget, or behind where it started. The
+   * rest wait for a turn, heartbeats going on. Default 64.
+   */
+  maxCatchUpReads?: number;
 }
 
 export interface FollowOptions {
@@ -59,8 +73,14 @@ export interface FollowHubStats {
   sharedConsumers: number;
   /** Shared consumers recreated because they stalled or were deleted on the server. */
   sharedRestarts: number;
-  /** One-off reads of the log by followers that were behind what is in memory. */
+  /** Reads of the log (one consumer each) for followers behind what is in memory: shared ones plus followers' own. */
   catchUps: number;
+  /** Of catchUps, the shared ones (one per subject per burst of followers behind it). */
+  sharedCatchUps: number;
+  /** Followers reading the log alone right now (at most maxCatchUpReads). */
+  catchUpReadsOpen: number;
+  /** Followers that had to wait for a turn to read the log alone. */
+  catchUpWaits: number;
 }
 
 /**
@@ -88,7 +108,9 @@ export class FollowHub<T> {
     sharedConsumers: 0,
     sharedRestarts: 0,
     catchUps: 0,
+    sharedCatchUps: 0,
   };
+  readonly #slots: CatchUpSlots;
   readonly #ctx: SubscriptionContext<T>;
   readonly #watchdog: NodeJS.Timeout;
   #watching = false;
@@ -104,6 +126,7 @@ export class FollowHub<T> {
       maxBytes: positive("bufferBytes", options.bufferBytes ?? 1024 * 1024),
     };
     this.#stallMs = positive("stallTimeoutMs", options.stallTimeoutMs ?? 15_000);
+    this.#slots = new CatchUpSlots(positive("maxCatchUpReads", options.maxCatchUpReads ?? 64));
     this.#ctx = {
       store: options.store,
       stream: options.store.namespace.stream(options.stream),
@@ -111,6 +134,9 @@ export class FollowHub<T> {
       logger: this.#logger,
       readBatch: positive("readBatch", options.readBatch ?? 256),
       counters: this.#counters,
+      backfillBytes: nonNegative("catchUpBytes", options.catchUpBytes ?? 4 * 1024 * 1024),
+      slots: this.#slots,
+      stallMs: this.#stallMs,
     };
     this.#watchdog = setInterval(() => void this.#watch(), Math.max(100, this.#stallMs / 3));
     this.#watchdog.unref();
@@ -142,7 +168,15 @@ export class FollowHub<T> {
       ]);
     }
     const subject = this.#subjectOf(id);
-    return this.#follow(subject, after, signal, idleMs);
+    const lease = {
+      acquire: () => {
+        if (this.#closed) throw new UnavailableError("the follow hub is closed");
+        return this.#acquire(subject);
+      },
+      release: (sub: Subscription<T>) => this.#release(sub),
+    };
+    const timing = { heartbeatMs: this.#heartbeatMs, idleMs, stallMs: this.#stallMs };
+    return new Follower(lease, after, signal, timing, this.#logger).run();
   }
 
   stats(): FollowHubStats {
@@ -154,7 +188,15 @@ export class FollowHub<T> {
       bufferedEvents += s.ring.size;
       bufferedBytes += s.ring.bytes;
     }
-    return { subscriptions: this.#subs.size, followers, bufferedEvents, bufferedBytes, ...this.#counters };
+    return {
+      subscriptions: this.#subs.size,
+      followers,
+      bufferedEvents,
+      bufferedBytes,
+      ...this.#counters,
+      catchUpReadsOpen: this.#slots.used,
+      catchUpWaits: this.#slots.waited,
+    };
   }
 
   /** Stops every subscription; followers still running end with UnavailableError. */
@@ -164,23 +206,6 @@ export class FollowHub<T> {
     const subs = [...this.#subs.values()];
     this.#subs.clear();
     await Promise.all(subs.map((s) => s.close()));
-  }
-
-  async *#follow(
-    subject: string,
-    after: number,
-    signal: AbortSignal,
-    idleMs: number,
-  ): AsyncGenerator<FollowItem<T>> {
-    if (signal.aborted) return;
-    if (this.#closed) throw new UnavailableError("the follow hub is closed");
-    const sub = this.#acquire(subject);
-    try {
-      const timing = { heartbeatMs: this.#heartbeatMs, idleMs, stallMs: this.#stallMs };
-      yield* new Follower(sub, after, signal, timing, this.#logger).run();
-    } finally {
-      this.#release(sub);
-    }
   }
 
   #acquire(subject: string): Subscription<T> {

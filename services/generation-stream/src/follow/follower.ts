@@ -1,9 +1,10 @@
 import { type Logger, UnavailableError } from "@spool/kit";
+import type { Backfill } from "./backfill.js";
 import type { FollowItem } from "./decode.js";
 import { FollowGapError, FollowTimeoutError } from "./errors.js";
-import { type JsMsg, type LogCursor, raceWith } from "./log-cursor.js";
+import type { JsMsg, LogCursor } from "./log-cursor.js";
 import type { Ring } from "./ring.js";
-import type { Subscription } from "./subscription.js";
+import type { Subscription, Waiter } from "./subscription.js";
 
 export interface FollowerTiming {
   heartbeatMs: number;
@@ -16,14 +17,26 @@ export interface FollowerTiming {
 /** Whether the follow goes on after a step. */
 type Turn = "continue" | "end";
 
+/** How a follower gets its subscription and gives it back (the hub's reference count). */
+export interface SubscriptionLease<T> {
+  acquire(): Subscription<T>;
+  release(sub: Subscription<T>): void;
+}
+
 /**
  * One follow of a subject: a cursor over its per-event sequence that takes
  * exactly `delivered + 1` next, from the subscription's ring when it holds
  * it and from a one-off read of the log otherwise. Each turn of run() is one
  * step: deliver from the ring, read the log, or wait for the subscription.
+ *
+ * Waiting is cheap on purpose (it happens once per event per follower): the
+ * subscription wakes the follower directly; the abort listener is added once
+ * for the whole follow, and one timer per follower covers the heartbeat and
+ * idle deadlines, re-armed only when it fires (not set and cleared per event).
  */
-export class Follower<T> {
-  readonly #sub: Subscription<T>;
+export class Follower<T> implements Waiter {
+  readonly #lease: SubscriptionLease<T>;
+  #sub: Subscription<T> | undefined;
   readonly #signal: AbortSignal;
   readonly #timing: FollowerTiming;
   readonly #logger: Logger;
@@ -38,48 +51,108 @@ export class Follower<T> {
   #cursorFrom = 0;
   /** When the cursor opened or last delivered a message. */
   #cursorActive = 0;
+  /** The signal's state, kept by one listener (a composite signal's `aborted` getter is not free). */
+  #aborted = false;
+  readonly #onAbort = () => {
+    this.#aborted = true;
+    this.wake();
+  };
+  /** Resolves the current wait, if any. */
+  #resume: (() => void) | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  /** The shared catch-up read this follower takes events from, while behind the ring. */
+  #backfill: Backfill<T> | undefined;
+  /** Holds one of the hub's slots for reading the log alone (released with the cursor). */
+  #holdsSlot = false;
+  /** This catch-up's shared read ran dry: read the log alone until back on the ring. */
+  #backfillDone = false;
+  /** When the pending timer fires. */
+  #timerAt = 0;
 
   constructor(
-    sub: Subscription<T>,
+    lease: SubscriptionLease<T>,
     after: number,
     signal: AbortSignal,
     timing: FollowerTiming,
     logger: Logger,
   ) {
-    this.#sub = sub;
+    this.#lease = lease;
     this.#delivered = after;
     this.#signal = signal;
     this.#timing = timing;
     this.#logger = logger;
   }
 
-  async *run(): AsyncGenerator<FollowItem<T>> {
-    try {
-      while ((yield* this.#turn()) === "continue") {}
-    } finally {
-      this.#closeCursor();
-    }
+  /** Ends the current wait (the subscription changed, the timer fired, or the follow was aborted). */
+  wake(): void {
+    const resume = this.#resume;
+    if (resume === undefined) return;
+    this.#resume = undefined;
+    this.#sub?.unwait(this);
+    resume();
   }
 
-  async *#turn(): AsyncGenerator<FollowItem<T>, Turn> {
-    if (this.#finished()) return "end";
-    const sub = this.#sub;
-    if (sub.anchored) {
-      const want = this.#delivered + 1;
-      if (this.#readsFromRing(sub.ring, want)) {
-        this.#closeCursor();
-        const e = sub.ring.get(want);
-        if (e) return yield* this.#deliver(e);
+  async *run(): AsyncGenerator<FollowItem<T>> {
+    if (this.#signal.aborted) return;
+    const sub = this.#lease.acquire();
+    this.#sub = sub;
+    this.#signal.addEventListener("abort", this.#onAbort, { once: true });
+    try {
+      while (!this.#finished(sub)) {
+        if (sub.anchored) {
+          const want = this.#delivered + 1;
+          if (this.#readsFromRing(sub.ring, want)) {
+            this.#closeCursor();
+            this.#leaveBackfill(sub);
+            this.#backfillDone = false;
+            const e = sub.ring.get(want);
+            if (e) {
+              // Inline (not a delegated generator): this is the per-event path.
+              this.#delivered = e.sequence;
+              this.#lastYield = this.#lastEvent = Date.now();
+              yield { kind: "event", sequence: e.sequence, terminal: e.terminal, payload: e.payload };
+              if (e.terminal) return;
+              continue;
+            }
+          }
+          if (this.#cursor === undefined && want < sub.ring.first) {
+            const b = this.#backfillFor(sub, want);
+            if (b) {
+              const e = b.get(want);
+              if (e) {
+                this.#delivered = e.sequence;
+                this.#lastYield = this.#lastEvent = Date.now();
+                yield { kind: "event", sequence: e.sequence, terminal: e.terminal, payload: e.payload };
+                if (e.terminal) return;
+                continue;
+              }
+              // Not read yet: the backfill wakes the subscription's waiters as it reads.
+              if ((yield* this.#awaitChange(sub)) === "end") return;
+              continue;
+            }
+          }
+          if (this.#cursor !== undefined || want < sub.ring.first) {
+            if ((yield* this.#readLog(sub, want)) === "end") return;
+            continue;
+          }
+        }
+        if ((yield* this.#awaitChange(sub)) === "end") return;
       }
-      if (this.#cursor !== undefined || want < sub.ring.first) return yield* this.#readLog(want);
+    } finally {
+      this.#signal.removeEventListener("abort", this.#onAbort);
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      sub.unwait(this);
+      this.#closeCursor();
+      sub.slots.forget(this);
+      this.#leaveBackfill(sub);
+      this.#lease.release(sub);
     }
-    return yield* this.#awaitChange();
   }
 
   /** True when the follow is over; throws when it cannot go on. */
-  #finished(): boolean {
-    const sub = this.#sub;
-    if (this.#signal.aborted) return true;
+  #finished(sub: Subscription<T>): boolean {
+    if (this.#aborted) return true;
     if (sub.closed) throw new UnavailableError("the follow hub is closed");
     if (sub.terminalSeq !== undefined && this.#delivered >= sub.terminalSeq) return true;
     if (sub.failure && this.#delivered + 1 >= sub.failure.at) throw sub.failure.error;
@@ -107,8 +180,13 @@ export class Follower<T> {
   }
 
   /** One read from the log, opening it first when needed. */
-  async *#readLog(want: number): AsyncGenerator<FollowItem<T>, Turn> {
-    const cursor = this.#cursor ?? (await this.#openCursor(want));
+  async *#readLog(sub: Subscription<T>, want: number): AsyncGenerator<FollowItem<T>, Turn> {
+    if (this.#cursor === undefined && !this.#holdsSlot) {
+      // The hub caps followers reading alone at once; the rest wait their turn (heartbeats go on).
+      if (!(sub.slots.takeGrant(this) || sub.slots.tryAcquire(this))) return yield* this.#awaitChange(sub);
+      this.#holdsSlot = true;
+    }
+    const cursor = this.#cursor ?? (await this.#openCursor(sub, want));
     if (cursor === undefined) return "end";
     const { heartbeatMs, idleMs, stallMs } = this.#timing;
     const deadline = Math.min(
@@ -128,27 +206,26 @@ export class Follower<T> {
         return yield* this.#onReadTimeout();
       case "message":
         this.#cursorActive = Date.now();
-        return yield* this.#deliverMessage(r.msg);
+        return yield* this.#deliverMessage(sub, r.msg);
     }
   }
 
   /** Opens a log read from `want` to the subject's current end; undefined when aborted meanwhile. */
-  async #openCursor(want: number): Promise<LogCursor | undefined> {
-    const sub = this.#sub;
+  async #openCursor(sub: Subscription<T>, want: number): Promise<LogCursor | undefined> {
     const end = await sub.lastStoredSequence();
     if (end === 0) throw new FollowGapError(sub.subject, want, sub.ring.first);
     this.#cursor = await sub.openCursor(want);
     this.#cursorEnd = end;
     this.#cursorFrom = this.#delivered;
     this.#cursorActive = Date.now();
-    return this.#signal.aborted ? undefined : this.#cursor;
+    return this.#aborted ? undefined : this.#cursor;
   }
 
   async *#onReadTimeout(): AsyncGenerator<FollowItem<T>, Turn> {
     const now = Date.now();
     this.#checkIdle(now);
     if (now >= this.#cursorActive + this.#timing.stallMs) {
-      this.#logger.warn({ subject: this.#sub.subject }, "log read for a follower stalled; reopening it");
+      this.#logger.warn({ subject: this.#sub?.subject }, "log read for a follower stalled; reopening it");
       this.#closeCursor();
     } else {
       yield* this.#heartbeatIfDue(now);
@@ -157,8 +234,7 @@ export class Follower<T> {
   }
 
   /** Delivers the events of a message read from the log that come next, skipping older ones. */
-  async *#deliverMessage(m: JsMsg): AsyncGenerator<FollowItem<T>, Turn> {
-    const sub = this.#sub;
+  async *#deliverMessage(sub: Subscription<T>, m: JsMsg): AsyncGenerator<FollowItem<T>, Turn> {
     const events = sub.decode(m);
     const first = events[0];
     if (first) sub.marks.add(first.sequence, m.seq);
@@ -167,7 +243,7 @@ export class Follower<T> {
       if (e.sequence > this.#delivered + 1) {
         throw new FollowGapError(sub.subject, this.#delivered + 1, e.sequence);
       }
-      if ((yield* this.#deliver(e)) === "end" || this.#signal.aborted) return "end";
+      if ((yield* this.#deliver(e)) === "end" || this.#aborted) return "end";
     }
     if (m.seq >= this.#cursorEnd || m.info.pending === 0) {
       this.#closeCursor();
@@ -179,23 +255,51 @@ export class Follower<T> {
     return "continue";
   }
 
-  /** Nothing to deliver yet: waits for the subscription (its anchor or the next event). */
-  async *#awaitChange(): AsyncGenerator<FollowItem<T>, Turn> {
+  /** Nothing to deliver yet: waits for the subscription (its anchor or the next event) or a deadline. */
+  async *#awaitChange(sub: Subscription<T>): AsyncGenerator<FollowItem<T>, Turn> {
     const { heartbeatMs, idleMs } = this.#timing;
     const deadline = Math.min(this.#lastYield + heartbeatMs, this.#lastEvent + idleMs);
-    const r = await raceWith(this.#sub.changed, this.#signal, deadline - Date.now());
-    if (r === "aborted") return "end";
-    if (r === "timeout") {
-      const now = Date.now();
-      this.#checkIdle(now);
-      yield* this.#heartbeatIfDue(now);
+    let now = Date.now();
+    if (deadline > now) {
+      this.#armTimer(deadline);
+      await new Promise<void>((resolve) => {
+        this.#resume = resolve;
+        sub.wait(this);
+      });
+      if (this.#aborted) return "end";
+      now = Date.now();
+      if (now < deadline) return "continue";
     }
+    this.#checkIdle(now);
+    yield* this.#heartbeatIfDue(now);
     return "continue";
   }
 
+  /**
+   * Makes sure a timer fires by `at`. A pending timer that fires earlier is
+   * kept: when it fires it wakes the follower, which finds its deadline not
+   * yet due and waits again, arming the timer anew. So a follower receiving
+   * events sets about one timer per heartbeat period, not one per event.
+   */
+  #armTimer(at: number): void {
+    if (this.#timer !== undefined && this.#timerAt <= at) return;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    if (!Number.isFinite(at)) {
+      this.#timer = undefined;
+      return;
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#onTimer, Math.max(0, at - Date.now()));
+  }
+
+  readonly #onTimer = () => {
+    this.#timer = undefined;
+    this.wake();
+  };
+
   #checkIdle(now: number): void {
     const { idleMs } = this.#timing;
-    if (now >= this.#lastEvent + idleMs) throw new FollowTimeoutError(this.#sub.subject, idleMs);
+    if (now >= this.#lastEvent + idleMs) throw new FollowTimeoutError(this.#sub?.subject ?? "", idleMs);
   }
 
   async *#heartbeatIfDue(now: number): AsyncGenerator<FollowItem<T>, void> {
@@ -207,6 +311,38 @@ export class Follower<T> {
   #closeCursor(): void {
     this.#cursor?.close();
     this.#cursor = undefined;
+    if (this.#holdsSlot) {
+      this.#holdsSlot = false;
+      this.#sub?.slots.release();
+    }
+  }
+
+  /** The shared catch-up read to take `want` from, joining it; throws when the log lost `want`. */
+  #backfillFor(sub: Subscription<T>, want: number): Backfill<T> | undefined {
+    let b = this.#backfill;
+    if (b === undefined) {
+      // One that ran dry (stopped, or full) is not replaced for this catch-up: the follower reads alone.
+      if (this.#backfillDone) return undefined;
+      b = sub.backfillFor(want);
+      if (!b) return undefined;
+      b.readers++;
+      this.#backfill = b;
+    }
+    if (b.fromStart && b.first > 0 && want < b.first) throw new FollowGapError(sub.subject, want, b.first);
+    if (b.gap && want >= b.gap.missingFrom && want < b.gap.found)
+      throw new FollowGapError(sub.subject, want, b.gap.found);
+    if (!b.serves(want)) {
+      this.#leaveBackfill(sub);
+      this.#backfillDone = true;
+      return undefined;
+    }
+    return b;
+  }
+
+  #leaveBackfill(sub: Subscription<T>): void {
+    if (this.#backfill === undefined) return;
+    sub.leaveBackfill(this.#backfill);
+    this.#backfill = undefined;
   }
 }
 

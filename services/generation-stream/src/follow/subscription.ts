@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type EventMessage, type EventStore, type Logger, UnavailableError } from "@spool/kit";
+import { Backfill, type CatchUpSlots } from "./backfill.js";
 import { type Decoded, type Decoder, decodeAll } from "./decode.js";
 import {
   type ConsumerMessages,
@@ -15,7 +16,10 @@ export interface Counters {
   subscriptionsOpened: number;
   sharedConsumers: number;
   sharedRestarts: number;
+  /** Log reads (consumers) for followers behind the ring: shared backfills plus followers' own reads. */
   catchUps: number;
+  /** Of catchUps, the shared ones (one per subject and burst of followers: Backfill). */
+  sharedCatchUps: number;
 }
 
 /** What every subscription of a hub shares. */
@@ -26,6 +30,16 @@ export interface SubscriptionContext<T> {
   logger: Logger;
   readBatch: number;
   counters: Counters;
+  /** Most bytes one subject's shared catch-up read holds (0: no shared catch-up, every follower reads alone). */
+  backfillBytes: number;
+  /** The hub's cap on followers reading the log on their own at once. */
+  slots: CatchUpSlots;
+  stallMs: number;
+}
+
+/** A follower waiting for the subscription to change (see Subscription.wait). */
+export interface Waiter {
+  wake(): void;
 }
 
 /** A subscription that cannot go on: followers at or past `at` get `error`. */
@@ -60,9 +74,16 @@ export class Subscription<T> {
   /** When a message last arrived or a consumer was (re)created. */
   lastActivity = Date.now();
   lingerTimer: NodeJS.Timeout | undefined;
+  /** The shared read of the log for followers behind the ring, while any reads it. */
+  backfill: Backfill<T> | undefined;
   readonly #stop = new AbortController();
   #messages: ConsumerMessages | undefined;
-  #changed = Promise.withResolvers<void>();
+  /**
+   * Followers waiting for the next change, woken directly by #notify: no
+   * promise, timer or abort listener per follower per event (the profile's
+   * "follower wake-ups", docs/BENCHMARKS.md).
+   */
+  #waiting = new Set<Waiter>();
   #run: Promise<void> | undefined;
 
   constructor(ctx: SubscriptionContext<T>, subject: string, limits: { maxEvents: number; maxBytes: number }) {
@@ -72,9 +93,14 @@ export class Subscription<T> {
     this.ring = new Ring<T>(limits);
   }
 
-  /** Resolves at the next change (event, anchor, terminal, failure, close). */
-  get changed(): Promise<void> {
-    return this.#changed.promise;
+  /** Wakes `waiter` once, at the next change (event, anchor, terminal, failure, close). */
+  wait(waiter: Waiter): void {
+    this.#waiting.add(waiter);
+  }
+
+  /** Forgets a waiter woken by something else (its timer, its abort). */
+  unwait(waiter: Waiter): void {
+    this.#waiting.delete(waiter);
   }
 
   /** True while a shared consumer is delivering (not anchoring, backing off or finished). */
@@ -96,8 +122,87 @@ export class Subscription<T> {
     this.#messages?.stop();
   }
 
+  get slots(): CatchUpSlots {
+    return this.#ctx.slots;
+  }
+
+  /**
+   * The shared catch-up read that can give a follower `want` next, started
+   * when there is none (undefined: the follower reads the log on its own —
+   * shared catch-up is off, or the current read started later than `want`,
+   * filled its budget or stopped). The caller counts itself in `readers`.
+   */
+  backfillFor(want: number): Backfill<T> | undefined {
+    if (this.#ctx.backfillBytes === 0 || !this.anchored) return undefined;
+    const current = this.backfill;
+    if (current) {
+      // Started at the subject's first message: nothing older exists, so `want` below it is a gap.
+      const gapBelow = current.fromStart && current.first > 0 && want < current.first;
+      return current.serves(want) || gapBelow ? current : undefined;
+    }
+    const from = this.marks.floor(want);
+    const b = new Backfill<T>(from === 0);
+    this.backfill = b;
+    void this.#runBackfill(b, from);
+    return b;
+  }
+
+  /** A follower stopped reading `b`; the last one out ends the read and drops it. */
+  leaveBackfill(b: Backfill<T>): void {
+    b.readers--;
+    if (b.readers > 0) return;
+    b.stop.abort();
+    if (b.state === "reading") b.state = "stopped";
+    if (this.backfill === b) this.backfill = undefined;
+  }
+
+  async #runBackfill(b: Backfill<T>, from: number): Promise<void> {
+    const { store, stream, readBatch, counters, logger, backfillBytes, stallMs } = this.#ctx;
+    let cursor: LogCursor | undefined;
+    try {
+      cursor = await LogCursor.open({ js: store.js, stream, subject: this.fullSubject, from }, readBatch);
+      counters.catchUps++;
+      counters.sharedCatchUps++;
+      while (b.state === "reading" && !b.stop.signal.aborted) {
+        const r = await cursor.next(b.stop.signal, stallMs);
+        if (r.kind === "aborted") break;
+        if (r.kind !== "message") {
+          // Lost or stalled: its readers go on alone (bounded by the hub's cap).
+          b.state = "stopped";
+          break;
+        }
+        const events = decodeAll(this.#ctx.decode, r.msg);
+        const first = events[0];
+        if (first) this.marks.add(first.sequence, r.msg.seq);
+        let charge = r.msg.data.length;
+        for (const e of events) {
+          if (!b.push({ ...e, streamSequence: r.msg.seq, bytes: charge })) {
+            b.state = "stopped";
+            break;
+          }
+          charge = 0;
+        }
+        if (b.state !== "reading") break;
+        if (b.next >= this.ring.first || (this.terminalSeq !== undefined && b.next > this.terminalSeq))
+          b.state = "joined";
+        else if (b.bytes >= backfillBytes) b.state = "full";
+        this.#notify();
+      }
+    } catch (e) {
+      if (!b.stop.signal.aborted)
+        logger.warn({ err: e, subject: this.subject }, "shared catch-up read failed");
+      b.state = "stopped";
+    } finally {
+      cursor?.close();
+      if (b.state === "reading") b.state = "stopped";
+      if (this.backfill === b && b.state !== "joined" && b.state !== "full") this.backfill = undefined;
+      this.#notify();
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.backfill?.stop.abort();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.#stop.abort();
     this.#messages?.stop();
@@ -263,7 +368,9 @@ export class Subscription<T> {
   }
 
   #notify(): void {
-    this.#changed.resolve();
-    this.#changed = Promise.withResolvers<void>();
+    if (this.#waiting.size === 0) return;
+    const waiting = this.#waiting;
+    this.#waiting = new Set();
+    for (const w of waiting) w.wake();
   }
 }
