@@ -32,12 +32,19 @@ export function sniffArchive(head: Uint8Array): ArchiveFormat | undefined {
   if (isZip(head)) return "zip";
   if (isTar(head)) return "tar";
   if (head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b) {
-    try {
-      // Sync flush: a head cut mid-stream inflates as far as it goes instead of failing.
-      const inner = gunzipSync(head, { finishFlush: constants.Z_SYNC_FLUSH, maxOutputLength: 1024 * 1024 });
-      return isTar(inner) ? "tar.gz" : undefined;
-    } catch {
-      return undefined;
+    // Inflate as little as tells: a few hundred bytes of a bomb inflate to megabytes.
+    for (const take of [256, 1024, SNIFF_BYTES]) {
+      try {
+        // Sync flush: a head cut mid-stream inflates as far as it goes instead of failing.
+        const inner = gunzipSync(head.subarray(0, take), {
+          finishFlush: constants.Z_SYNC_FLUSH,
+          maxOutputLength: 8 * 1024 * 1024,
+        });
+        if (inner.length >= TAR_MAGIC_OFFSET + 6 || take >= head.length)
+          return isTar(inner) ? "tar.gz" : undefined;
+      } catch {
+        return undefined;
+      }
     }
   }
   return undefined;
