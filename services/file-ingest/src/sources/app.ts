@@ -9,6 +9,7 @@ import {
   aggregate,
   type EventStore,
   FailedPreconditionError,
+  hasRole,
   NotFoundError,
   type Principal,
   UnavailableError,
@@ -211,7 +212,12 @@ export class Sources {
       unpinSnapshot(
         state,
         { number, holder },
-        { keep: this.deps.settings.keep, nowMs: this.#now(), by: by.subject },
+        {
+          keep: this.deps.settings.keep,
+          nowMs: this.#now(),
+          by: by.subject,
+          mayUnpinAny: by.kind === "user" && hasRole(by, "owner", "admin"),
+        },
       ),
     );
   }

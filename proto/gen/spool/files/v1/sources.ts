@@ -3132,8 +3132,10 @@ export const SourceServiceService = {
     responseDeserialize: (value: Buffer): PinSnapshotResponse => PinSnapshotResponse.decode(value),
   },
   /**
-   * Removes `holder`'s pin (idempotent). When it was the last pin and the
-   * snapshot is no longer among the last N, it is pruned in the same step.
+   * Removes `holder`'s pin (idempotent). Only the user who pinned it, or an
+   * owner or admin, may (PERMISSION_DENIED otherwise). When it was the last
+   * pin and the snapshot is no longer among the last N, it is pruned in the
+   * same step.
    */
   unpinSnapshot: {
     path: "/spool.files.v1.SourceService/UnpinSnapshot" as const,
@@ -3183,8 +3185,10 @@ export interface SourceServiceServer extends UntypedServiceImplementation {
    */
   pinSnapshot: handleUnaryCall<PinSnapshotRequest, PinSnapshotResponse>;
   /**
-   * Removes `holder`'s pin (idempotent). When it was the last pin and the
-   * snapshot is no longer among the last N, it is pruned in the same step.
+   * Removes `holder`'s pin (idempotent). Only the user who pinned it, or an
+   * owner or admin, may (PERMISSION_DENIED otherwise). When it was the last
+   * pin and the snapshot is no longer among the last N, it is pruned in the
+   * same step.
    */
   unpinSnapshot: handleUnaryCall<UnpinSnapshotRequest, UnpinSnapshotResponse>;
 }
@@ -3351,8 +3355,10 @@ export interface SourceServiceClient extends Client {
     callback: (error: ServiceError | null, response: PinSnapshotResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Removes `holder`'s pin (idempotent). When it was the last pin and the
-   * snapshot is no longer among the last N, it is pruned in the same step.
+   * Removes `holder`'s pin (idempotent). Only the user who pinned it, or an
+   * owner or admin, may (PERMISSION_DENIED otherwise). When it was the last
+   * pin and the snapshot is no longer among the last N, it is pruned in the
+   * same step.
    */
   unpinSnapshot(
     request: UnpinSnapshotRequest,

@@ -13,6 +13,7 @@ import {
   family,
   type NewEvent,
   NotFoundError,
+  PermissionDeniedError,
   ResourceExhaustedError,
   unreachable,
 } from "@spool/kit";
@@ -50,6 +51,8 @@ export interface SnapshotState {
   readonly materialised: boolean;
   /** Holders pinning it, sorted. */
   readonly pins: readonly string[];
+  /** Who pinned each holder (user id): only they, or an owner or admin, unpin it. */
+  readonly pinOwners: Readonly<Record<string, string>>;
 }
 
 export interface SourceInfo {
@@ -105,20 +108,26 @@ export const sourceReducer = {
           takenAtMs: e.takenAtMs,
           materialised: true,
           pins: [],
+          pinOwners: {},
         };
         return { ...state, snapshots: [...state.snapshots, snapshot] };
       }
       case "SnapshotPruned":
         return updateSnapshot(state, event.data.number, (s) => ({ ...s, materialised: false }));
       case "SnapshotPinned": {
-        const { number, holder } = event.data;
+        const { number, holder, pinnedBy } = event.data;
         return updateSnapshot(state, number, (s) =>
-          s.pins.includes(holder) ? s : { ...s, pins: [...s.pins, holder].sort() },
+          s.pins.includes(holder)
+            ? s
+            : { ...s, pins: [...s.pins, holder].sort(), pinOwners: { ...s.pinOwners, [holder]: pinnedBy } },
         );
       }
       case "SnapshotUnpinned": {
         const { number, holder } = event.data;
-        return updateSnapshot(state, number, (s) => ({ ...s, pins: s.pins.filter((h) => h !== holder) }));
+        return updateSnapshot(state, number, (s) => {
+          const { [holder]: _, ...pinOwners } = s.pinOwners;
+          return { ...s, pins: s.pins.filter((h) => h !== holder), pinOwners };
+        });
       }
       case "SourceDeleted":
         return state.status === "none" ? state : { ...state, status: "deleted" };
@@ -239,12 +248,14 @@ export function pinSnapshot(
 export function unpinSnapshot(
   state: SourceState,
   pin: { number: number; holder: string },
-  context: { keep: number; nowMs: number; by: string },
+  context: { keep: number; nowMs: number; by: string; mayUnpinAny: boolean },
 ): NewEvent[] {
   const active = activeSource(state);
   const snapshot = snapshotOf(active, pin.number);
   if (!snapshot) throw new NotFoundError("snapshot not found");
   if (!snapshot.pins.includes(pin.holder)) return [];
+  if (!context.mayUnpinAny && snapshot.pinOwners[pin.holder] !== context.by)
+    throw new PermissionDeniedError("only who pinned it, or an owner or admin, may unpin it");
   const sourceId = active.source.sourceId;
   const events = [
     SourceEvents.create("SnapshotUnpinned", {

@@ -1,4 +1,9 @@
-import { FailedPreconditionError, NotFoundError, ResourceExhaustedError } from "@spool/kit";
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+} from "@spool/kit";
 import { SourceKind } from "@spool/proto/spool/files/v1/sources.js";
 import { describe, expect, it } from "vitest";
 import {
@@ -23,7 +28,7 @@ const info = {
   gitRef: "main",
   registeredAtMs: 1n,
 };
-const ctx = { keep: 3, nowMs: 1000, by: "u1", maxPins: 2 };
+const ctx = { keep: 3, nowMs: 1000, by: "u1", maxPins: 2, mayUnpinAny: false };
 const taken = (n: number) => ({
   ref: `${n}`.padStart(64, "0"),
   fileCount: n,
@@ -102,6 +107,23 @@ describe("source aggregate", () => {
     expect(typesOf(last)).toEqual(["SnapshotUnpinned", "SnapshotPruned"]);
     s = apply(s, last);
     expect(materialised(s).map((x) => x.number)).toEqual([4, 5, 6]);
+  });
+
+  it("only who pinned a holder, or an owner or admin, unpins it", () => {
+    let s = withSnapshots(1);
+    s = apply(s, pinSnapshot(s, { number: 1, holder: "h" }, ctx));
+    expect(() => unpinSnapshot(s, { number: 1, holder: "h" }, { ...ctx, by: "u2" })).toThrow(
+      PermissionDeniedError,
+    );
+    const byManager = unpinSnapshot(s, { number: 1, holder: "h" }, { ...ctx, by: "u2", mayUnpinAny: true });
+    expect(typesOf(byManager)).toEqual(["SnapshotUnpinned"]);
+    expect(typesOf(unpinSnapshot(s, { number: 1, holder: "h" }, ctx))).toEqual(["SnapshotUnpinned"]);
+    // Unpinned, the holder's owner is forgotten: pinning it again makes the new pinner its owner.
+    s = apply(s, byManager);
+    s = apply(s, pinSnapshot(s, { number: 1, holder: "h" }, { ...ctx, by: "u2" }));
+    expect(typesOf(unpinSnapshot(s, { number: 1, holder: "h" }, { ...ctx, by: "u2" }))).toEqual([
+      "SnapshotUnpinned",
+    ]);
   });
 
   it("unpinning a snapshot still among the last N prunes nothing", () => {
