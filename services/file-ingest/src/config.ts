@@ -84,7 +84,8 @@ export const filesConfigShape = {
 
   // --- URL imports ---
   IMPORT_MAX_BYTES: int(100 * MiB, 1, 64 * GiB),
-  IMPORT_TIMEOUT_MS: int(30_000, 100, 600_000),
+  /** The whole import; below SPOOL_GRPC_MAX_UNARY_MS (ImportUrl is a unary call). */
+  IMPORT_TIMEOUT_MS: int(25_000, 100, 600_000),
   IMPORT_MAX_REDIRECTS: int(3, 0, 10),
   /** Plain http imports (https only when false). */
   IMPORT_ALLOW_HTTP: envBoolean.default(false),
@@ -130,6 +131,10 @@ export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
   const importPorts = list(config.IMPORT_ALLOWED_PORTS).map(Number);
   if (importPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     problems.push("SPOOL_IMPORT_ALLOWED_PORTS: comma-separated ports 1-65535");
+  if (config.IMPORT_TIMEOUT_MS >= config.GRPC_MAX_UNARY_MS)
+    problems.push(
+      "SPOOL_IMPORT_TIMEOUT_MS: must be below SPOOL_GRPC_MAX_UNARY_MS (ImportUrl is a unary call)",
+    );
   const importUnsafeTargets = list(config.IMPORT_UNSAFE_ALLOWED_TARGETS);
   if (production && importUnsafeTargets.length > 0)
     problems.push("SPOOL_IMPORT_UNSAFE_ALLOWED_TARGETS: not allowed in production");
