@@ -20,24 +20,32 @@ export interface FieldViolation {
   description: string;
 }
 
+/**
+ * A typed detail for the caller (a google.protobuf.Any: the message's type URL
+ * and its encoding), sent in the status details beside the field violations
+ * and retry info, e.g. file-ingest's ArchiveRefusal.
+ */
+export interface ErrorDetail {
+  /** "type.googleapis.com/" + the message's full name. */
+  readonly typeUrl: string;
+  readonly value: Uint8Array;
+}
+
 export class SpoolError extends Error {
   readonly code: ErrorCode;
+  /** Typed details for the caller; never internal information. */
+  details: readonly ErrorDetail[] = [];
   constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
   }
-}
 
-/**
- * A typed error detail: a protobuf message packed as google.protobuf.Any
- * (`type.googleapis.com/<full message name>` and its encoding), sent in the
- * status's google.rpc.Status details. The message is documented in the
- * service's protos, so clients decode it with the generated code.
- */
-export interface ErrorDetail {
-  typeUrl: string;
-  value: Uint8Array;
+  /** This error with one more typed detail. */
+  withDetail(detail: ErrorDetail): this {
+    this.details = [...this.details, detail];
+    return this;
+  }
 }
 
 /**
@@ -45,7 +53,6 @@ export interface ErrorDetail {
  * delivery stream no longer holds. `details` says what is available instead.
  */
 export class OutOfRangeError extends SpoolError {
-  readonly details: readonly ErrorDetail[];
   constructor(message: string, details: readonly ErrorDetail[] = []) {
     super("OUT_OF_RANGE", message);
     this.details = details;

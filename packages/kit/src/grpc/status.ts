@@ -10,7 +10,6 @@ import {
   type ErrorDetail,
   type FieldViolation,
   InvalidArgumentError,
-  OutOfRangeError,
   ResourceExhaustedError,
   SpoolError,
   UnavailableError,
@@ -65,14 +64,10 @@ export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
   }
   const code = Status[error.code];
   const details = safeMessage(error, requestId);
+  const attached: AnyMessage[] = [];
   if (error instanceof InvalidArgumentError) {
     const violations = error.violations.slice(0, MAX_VIOLATIONS);
-    if (violations.length > 0) {
-      metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [badRequest(violations)]));
-    }
-  }
-  if (error instanceof OutOfRangeError && error.details.length > 0) {
-    metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [...error.details]));
+    if (violations.length > 0) attached.push(badRequest(violations));
   }
   if (error instanceof ResourceExhaustedError || error instanceof UnavailableError) {
     // Transient: always say when to come back (UNAVAILABLE has a default, a limit knows its own).
@@ -83,9 +78,11 @@ export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
     if (typeof retryAfterMs === "number" && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) {
       const ms = Math.ceil(retryAfterMs);
       metadata.set(RETRY_AFTER_KEY, String(ms));
-      metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [retryInfo(ms)]));
+      attached.push(retryInfo(ms));
     }
   }
+  attached.push(...error.details);
+  if (attached.length > 0) metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, attached));
   return { code, details, metadata };
 }
 
