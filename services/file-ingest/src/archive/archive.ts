@@ -28,7 +28,7 @@ export interface ExpandedEntry {
   readonly sha256: string;
 }
 
-/** Stable refusal codes; the proto enum ArchiveRefusalReason mirrors them (ARCHIVE_REFUSAL_<CODE>). */
+/** Stable refusal codes; the proto enum ArchiveRefusalReason mirrors them (ARCHIVE_REFUSAL_REASON_<CODE>, proto/spool/files/v1/archive.proto). */
 export type ArchiveRefusalReason =
   | "ABSOLUTE_PATH"
   | "DRIVE_PATH"
@@ -70,3 +70,19 @@ export type ExpandArchive = (
   limits: ArchiveLimits,
   options?: { signal?: AbortSignal },
 ) => Promise<ExpandedEntry[]>;
+
+/**
+ * Defaults (docs/SECURITY.md "file-ingest: archives"): generous for source
+ * trees and document bundles, small enough that one archive cannot fill a
+ * disk or keep a core busy for long.
+ */
+export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
+  maxEntries: 10_000,
+  maxTotalBytes: 1024 * 1024 * 1024,
+  maxEntryBytes: 512 * 1024 * 1024,
+  maxRatio: 100,
+  ratioGraceBytes: 1024 * 1024,
+  maxPathBytes: 1024,
+  maxSegmentBytes: 255,
+  maxNestingDepth: 1,
+});

@@ -1,0 +1,4 @@
+// The archive expander: see archive.ts for the contract, docs/SECURITY.md
+// "file-ingest: archives" for the rules.
+export * from "./archive.js";
+export { expandArchive } from "./expand.js";
