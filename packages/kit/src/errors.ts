@@ -19,12 +19,31 @@ export interface FieldViolation {
   description: string;
 }
 
+/**
+ * A typed detail for the caller (a google.protobuf.Any: the message's type URL
+ * and its encoding), sent in the status details beside the field violations
+ * and retry info, e.g. file-ingest's ArchiveRefusal.
+ */
+export interface ErrorDetail {
+  /** "type.googleapis.com/" + the message's full name. */
+  readonly typeUrl: string;
+  readonly value: Uint8Array;
+}
+
 export class SpoolError extends Error {
   readonly code: ErrorCode;
+  /** Typed details for the caller; never internal information. */
+  details: readonly ErrorDetail[] = [];
   constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
     super(message, options);
     this.code = code;
     this.name = new.target.name;
+  }
+
+  /** This error with one more typed detail. */
+  withDetail(detail: ErrorDetail): this {
+    this.details = [...this.details, detail];
+    return this;
   }
 }
 

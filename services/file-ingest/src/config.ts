@@ -76,7 +76,9 @@ export const filesConfigShape = {
   CLAMD_SOCKET: z.string().default(""),
   CLAMD_HOST: z.string().default(""),
   CLAMD_PORT: int(3310, 1, 65535),
-  CLAMD_TIMEOUT_MS: int(60_000, 100, 3_600_000),
+  CLAMD_TIMEOUT_MS: int(120_000, 100, 3_600_000),
+  /** Most bytes sent to clamd; keep at or below clamd's StreamMaxLength. A larger file stays pending. */
+  CLAMD_MAX_STREAM_BYTES: int(100 * MiB, 1, 4 * GiB),
 
   // --- URL imports ---
   IMPORT_MAX_BYTES: int(100 * MiB, 1, 64 * GiB),
@@ -86,6 +88,11 @@ export const filesConfigShape = {
   IMPORT_ALLOW_HTTP: envBoolean.default(false),
   /** Ports imports may connect to (comma-separated). */
   IMPORT_ALLOWED_PORTS: z.string().default("443,80"),
+  /**
+   * UNSAFE, tests and local development only (refused in production): exact
+   * "address:port" targets exempt from the blocked address ranges, comma-separated.
+   */
+  IMPORT_UNSAFE_ALLOWED_TARGETS: z.string().default(""),
 
   // --- archives ---
   ARCHIVE_MAX_ENTRIES: int(10_000, 1, 1_000_000),
@@ -125,6 +132,9 @@ export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
   const importPorts = list(config.IMPORT_ALLOWED_PORTS).map(Number);
   if (importPorts.some((p) => !Number.isInteger(p) || p < 1 || p > 65535))
     problems.push("SPOOL_IMPORT_ALLOWED_PORTS: comma-separated ports 1-65535");
+  const importUnsafeTargets = list(config.IMPORT_UNSAFE_ALLOWED_TARGETS);
+  if (production && importUnsafeTargets.length > 0)
+    problems.push("SPOOL_IMPORT_UNSAFE_ALLOWED_TARGETS: not allowed in production");
   if (problems.length > 0) throw new ConfigError(problems);
   const scratch = join(tmpdir(), "spool-file-ingest");
   return {
@@ -133,6 +143,7 @@ export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
     workDir: config.WORK_DIR || join(scratch, "work"),
     allowedContentTypes,
     importPorts,
+    importUnsafeTargets,
   };
 }
 

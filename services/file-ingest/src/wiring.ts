@@ -1,16 +1,24 @@
-import { AuthStreams, RateLimiter, type StartedService, startPlatform } from "@spool/kit";
+import { AuthStreams, principalOf, RateLimiter, type StartedService, startPlatform } from "@spool/kit";
 import { FileServiceService } from "@spool/proto/spool/files/v1/files.js";
+import { expandArchiveFile } from "./app/expand-archive.js";
 import { Files } from "./app/files.js";
+import { importUrl } from "./app/import-url.js";
+import { expandArchive } from "./archive/index.js";
 import { BlobCollector } from "./blobs/blob-collector.js";
 import type { BlobStore } from "./blobs/blob-store.js";
 import { createFsBlobStore } from "./blobs/fs-blob-store.js";
 import { createNatsBlobStore } from "./blobs/nats-blob-store.js";
-import { type FilesConfig, uploadLimits } from "./config.js";
+import { archiveLimits, type FilesConfig, uploadLimits } from "./config.js";
 import { FILES_STREAM } from "./domain/events.js";
-import { fileService, notAvailable } from "./grpc/file-service.js";
+import { fileService } from "./grpc/file-service.js";
+import { fromState } from "./grpc/mapping.js";
 import { filePolicies, fileRules } from "./grpc/policies.js";
 import { OrgQuota } from "./limits/org-quota.js";
 import { FilesReadModel, filesProjection } from "./projections/files.js";
+import { createClamdScanner } from "./scanning/clamd-scanner.js";
+import { createNoopScanner } from "./scanning/noop-scanner.js";
+import { startScanReactor } from "./scanning/scan-reactor.js";
+import type { Scanner } from "./scanning/scanner.js";
 
 export interface RunningFiles extends StartedService {
   files: Files;
@@ -25,7 +33,8 @@ export interface RunningFiles extends StartedService {
 /** Builds and starts file-ingest (the composition root, minus process concerns). */
 export async function startFileIngest(
   config: FilesConfig,
-  overrides: { signal?: AbortSignal } = {},
+  /** signal: aborts start-up waits; importCa: CA for URL imports (tests' local HTTPS servers). */
+  overrides: { signal?: AbortSignal; importCa?: string } = {},
 ): Promise<RunningFiles> {
   const p = await startPlatform({
     name: "file-ingest",
@@ -66,7 +75,20 @@ export async function startFileIngest(
     logger,
   });
   p.onClose("blob collector", () => collector.stop());
+  const scanner = scannerFromConfig(config);
+  p.onClose("scanner", () => scanner.close());
+  startScanReactor(p, { scanner, blobs });
 
+  const importSettings = {
+    maxBytes: config.IMPORT_MAX_BYTES,
+    timeoutMs: config.IMPORT_TIMEOUT_MS,
+    maxRedirects: config.IMPORT_MAX_REDIRECTS,
+    allowHttp: config.IMPORT_ALLOW_HTTP,
+    allowedPorts: config.importPorts,
+    unsafeAllowedTargets: config.importUnsafeTargets,
+    ...(overrides.importCa ? { ca: overrides.importCa } : {}),
+  };
+  const expandSettings = { workDir: config.workDir, limits: archiveLimits(config) };
   p.addGuardedService(
     FileServiceService,
     fileService({
@@ -75,8 +97,16 @@ export async function startFileIngest(
       waitForProjection: (sequence) => projection.waitFor(sequence, config.LIST_WAIT_MAX_MS),
       uploadMaxMs: config.UPLOAD_MAX_MS,
       downloadChunkBytes: config.DOWNLOAD_CHUNK_BYTES,
-      importUrl: notAvailable,
-      expandArchive: notAvailable,
+      importUrl: async (req, ctx) => {
+        const r = await importUrl(files, importSettings, principalOf(ctx), req, ctx.signal);
+        return { file: fromState(r.file), sequence: BigInt(r.sequence) };
+      },
+      expandArchive: async (req, ctx) => {
+        const expand = { files, blobs, expand: expandArchive, settings: expandSettings };
+        const recorded = await expandArchiveFile(expand, principalOf(ctx), req.fileId, ctx.signal);
+        const last = recorded.at(-1);
+        return { files: recorded.map((r) => fromState(r.file)), sequence: BigInt(last?.sequence ?? 0) };
+      },
     }),
     filePolicies,
     fileRules({ maxFileBytes: config.UPLOAD_MAX_FILE_BYTES, maxChunkBytes: config.UPLOAD_MAX_CHUNK_BYTES }),
@@ -94,4 +124,16 @@ export async function startFileIngest(
     readModel,
     head: () => p.head(FILES_STREAM.name),
   };
+}
+
+/** clamd (its socket, or host and port) or, outside production only (config.ts refuses it there), none. */
+function scannerFromConfig(config: FilesConfig): Scanner {
+  if (config.SCANNER === "none") return createNoopScanner();
+  return createClamdScanner({
+    address: config.CLAMD_SOCKET
+      ? { socketPath: config.CLAMD_SOCKET }
+      : { host: config.CLAMD_HOST, port: config.CLAMD_PORT },
+    timeoutMs: config.CLAMD_TIMEOUT_MS,
+    maxStreamBytes: config.CLAMD_MAX_STREAM_BYTES,
+  });
 }

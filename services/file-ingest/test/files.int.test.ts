@@ -54,12 +54,18 @@ async function listed(token: string, minSequence?: bigint) {
     nextPageToken: string;
   };
 }
-/** Until the scan reactor is wired: a clean verdict, through the domain's own decision. */
-async function markClean(fileId: string) {
+/** A verdict, through the domain's own decision (the configured clamd is absent on purpose). */
+async function markScanned(fileId: string, verdict: "clean" | "infected") {
   await aggregate(stack.files.files.store, FileAggregate).handle(fileId, (s) =>
-    decideScan(s, { verdict: "clean", signature: "", scanner: "test", nowMs: Date.now() }),
+    decideScan(s, {
+      verdict,
+      signature: verdict === "infected" ? "Eicar-Test-Signature" : "",
+      scanner: "test",
+      nowMs: Date.now(),
+    }),
   );
 }
+const markClean = (fileId: string) => markScanned(fileId, "clean");
 
 beforeAll(async () => {
   blobDir = await mkdtemp(join(tmpdir(), "spool-files-test-"));
@@ -67,6 +73,10 @@ beforeAll(async () => {
     SPOOL_UPLOAD_MAX_FILE_BYTES: String(1024 * 1024),
     SPOOL_UPLOAD_MAX_CHUNK_BYTES: String(64 * 1024),
     SPOOL_UPLOADS_PER_WINDOW: "1000",
+    // clamd configured but not there: files stay PENDING (scanner unavailable is never a verdict);
+    // the tests give verdicts themselves (markClean, markInfected).
+    SPOOL_SCANNER: "clamd",
+    SPOOL_CLAMD_SOCKET: join(blobDir, "no-clamd-here.sock"),
   });
   a = await createOrg(stack, "files-a");
   b = await createOrg(stack, "files-b");
@@ -146,7 +156,7 @@ describe("upload", () => {
       }),
     );
     expect(e.code).toBe(status.CANCELLED);
-    await eventually(async () => expect(await staged()).toBe(0));
+    await eventually(async () => (await staged()) === 0, { what: "staging area empty" });
     expect(await hasBlob(sha(content))).toBe(false);
     expect(await blobCount()).toBe(blobs);
     expect(await stack.files.head()).toBe(head); // no event at all
@@ -181,7 +191,7 @@ describe("upload", () => {
       }),
     );
     expect(oversizeChunk.code).toBe(status.INVALID_ARGUMENT);
-    await eventually(async () => expect(await staged()).toBe(0));
+    await eventually(async () => (await staged()) === 0, { what: "staging area empty" });
     expect(await blobCount()).toBe(blobs);
     expect(await stack.files.head()).toBe(head); // no event at all
     expect((await listed(a.owner.token)).files.length).toBe(files);
@@ -256,10 +266,43 @@ describe("upload", () => {
       expect(e.details, what).toMatch(message);
       expect(e.details, what).not.toContain(blobDir);
     }
-    await eventually(async () => expect(await staged()).toBe(0));
+    await eventually(async () => (await staged()) === 0, { what: "staging area empty" });
     expect(await blobCount()).toBe(blobs);
     expect(await stack.files.head()).toBe(head); // no event at all
     expect((await listed(a.owner.token)).files.length).toBe(files);
+  });
+
+  it("keeps a file PENDING while the scanner is unavailable, and never serves an INFECTED one", async () => {
+    const f = (await upload(stack.client, a.member.token, { displayName: "wait.txt" }, text(100))).file!;
+    await new Promise((r) => setTimeout(r, 1500)); // the reactor has tried (and failed) to reach clamd
+    const c = stack.client;
+    expect((await call(c.getFile, c, { fileId: f.fileId }, a.member.token)).file!.scanStatus).toBe(
+      ScanStatus.SCAN_STATUS_PENDING,
+    );
+    await markScanned(f.fileId, "infected");
+    const got = (await call(c.getFile, c, { fileId: f.fileId }, a.member.token)).file!;
+    expect(got.scanStatus).toBe(ScanStatus.SCAN_STATUS_INFECTED);
+    expect(got.scanSignature).toBe("Eicar-Test-Signature");
+    for (const token of [a.member.token, a.owner.token]) {
+      const e = await failure(download(c, token, f.fileId));
+      expect(e.code).toBe(status.FAILED_PRECONDITION);
+      expect(e.details).toMatch(/quarantined/);
+    }
+    // A later verdict does not release it.
+    await markClean(f.fileId);
+    expect((await failure(download(c, a.member.token, f.fileId))).code).toBe(status.FAILED_PRECONDITION);
+    const infected = (await call(
+      c.listFiles,
+      c,
+      ListFilesRequest.fromPartial({
+        scanStatus: ScanStatus.SCAN_STATUS_INFECTED,
+        minSequence: BigInt(await stack.files.head()),
+      }),
+      a.member.token,
+    )) as { files: { fileId: string; scanSignature: string }[] };
+    expect(infected.files.map((x) => [x.fileId, x.scanSignature])).toEqual([
+      [f.fileId, "Eicar-Test-Signature"],
+    ]);
   });
 
   it("cleans the display name", async () => {

@@ -63,11 +63,10 @@ export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
   }
   const code = Status[error.code];
   const details = safeMessage(error, requestId);
+  const attached: AnyMessage[] = [];
   if (error instanceof InvalidArgumentError) {
     const violations = error.violations.slice(0, MAX_VIOLATIONS);
-    if (violations.length > 0) {
-      metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [badRequest(violations)]));
-    }
+    if (violations.length > 0) attached.push(badRequest(violations));
   }
   if (error instanceof ResourceExhaustedError || error instanceof UnavailableError) {
     // Transient: always say when to come back (UNAVAILABLE has a default, a limit knows its own).
@@ -78,9 +77,11 @@ export function toGrpcStatus(thrown: unknown, requestId?: string): GrpcStatus {
     if (typeof retryAfterMs === "number" && Number.isFinite(retryAfterMs) && retryAfterMs >= 0) {
       const ms = Math.ceil(retryAfterMs);
       metadata.set(RETRY_AFTER_KEY, String(ms));
-      metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, [retryInfo(ms)]));
+      attached.push(retryInfo(ms));
     }
   }
+  attached.push(...error.details);
+  if (attached.length > 0) metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(code, details, attached));
   return { code, details, metadata };
 }
 
@@ -139,6 +140,8 @@ function encodeStatusDetails(code: number, message: string, details: AnyMessage[
 export interface ErrorDetails {
   violations: FieldViolation[];
   retryAfterMs: number | undefined;
+  /** Every other detail, undecoded (decode by typeUrl with the message's own codec). */
+  others: { typeUrl: string; value: Uint8Array }[];
 }
 
 /**
@@ -146,7 +149,7 @@ export interface ErrorDetails {
  * CLI and tests): field violations and retry delay.
  */
 export function readErrorDetails(metadata: Metadata | undefined): ErrorDetails {
-  const out: ErrorDetails = { violations: [], retryAfterMs: undefined };
+  const out: ErrorDetails = { violations: [], retryAfterMs: undefined, others: [] };
   const raw = metadata?.get(STATUS_DETAILS_KEY)[0];
   if (raw instanceof Buffer) {
     for (const any of lengthDelimited(raw, 3)) {
@@ -160,6 +163,8 @@ export function readErrorDetails(metadata: Metadata | undefined): ErrorDetails {
       } else if (typeUrl === RETRY_INFO_TYPE) {
         const [duration] = lengthDelimited(value, 1);
         if (duration) out.retryAfterMs = durationMs(duration);
+      } else {
+        out.others.push({ typeUrl, value });
       }
     }
   }

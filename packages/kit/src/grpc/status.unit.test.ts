@@ -4,7 +4,7 @@ import { status } from "@grpc/grpc-js";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { errors } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
-import { ConcurrencyError, UnavailableError } from "../errors.js";
+import { ConcurrencyError, InvalidArgumentError, UnavailableError } from "../errors.js";
 import { NatsDisconnectedError } from "../nats.js";
 import { isTransientNatsError } from "../nats-errors.js";
 import { DEFAULT_UNAVAILABLE_RETRY_MS, RETRY_AFTER_KEY, readErrorDetails, toGrpcStatus } from "./status.js";
@@ -61,10 +61,19 @@ describe("toGrpcStatus: transient dependency errors", () => {
     ).toEqual({
       violations: [],
       retryAfterMs: 2500,
+      others: [],
     });
     expect(readErrorDetails(toGrpcStatus(new UnavailableError()).metadata).retryAfterMs).toBe(
       DEFAULT_UNAVAILABLE_RETRY_MS,
     );
+  });
+
+  it("sends an error's typed details beside its field violations", () => {
+    const detail = { typeUrl: "type.googleapis.com/spool.test.v1.Thing", value: new Uint8Array([8, 1]) };
+    const error = new InvalidArgumentError("bad", [{ field: "f", description: "d" }]).withDetail(detail);
+    const read = readErrorDetails(toGrpcStatus(error).metadata);
+    expect(read.violations).toEqual([{ field: "f", description: "d" }]);
+    expect(read.others.map((o) => [o.typeUrl, [...o.value]])).toEqual([[detail.typeUrl, [8, 1]]]);
   });
 
   it("everything else keeps its mapping: bugs stay INTERNAL, conflicts ABORTED, SQL errors INTERNAL", () => {

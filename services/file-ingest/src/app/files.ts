@@ -54,6 +54,8 @@ export interface IngestRequest {
   archivePath?: string;
   /** Below the per-file limit (a URL import's own limit). */
   maxBytes?: number;
+  /** The caller already holds the organisation quota for these bytes (an archive's entries, reserved together). */
+  quotaReserved?: boolean;
 }
 
 export interface Recorded {
@@ -134,11 +136,11 @@ export class Files {
   ): Promise<Recorded> {
     const displayName = this.precheck(req);
     const max = Math.min(req.maxBytes ?? this.#limits.maxFileBytes, this.#limits.maxFileBytes);
-    const reservation = this.#quota.reservation(caller.orgId);
+    const reservation = req.quotaReserved ? undefined : this.#quota.reservation(caller.orgId);
     const sizeField = req.sizeField ?? "size_bytes";
     try {
       // An announced size is reserved whole, before any byte is read.
-      if (req.expectedSize !== undefined) await reservation.ensure(req.expectedSize, true);
+      if (req.expectedSize !== undefined) await reservation?.ensure(req.expectedSize, true);
       const sample: Uint8Array[] = [];
       let sampled = 0;
       let seen = 0;
@@ -149,7 +151,7 @@ export class Files {
           if (expected !== undefined && seen > expected)
             throw sizeMismatch(sizeField, expected, `over ${expected}`);
           // Without an announced size, the quota grows ahead of the bytes (atomic in Redis each time).
-          if (seen <= max) await reservation.ensure(seen);
+          if (seen <= max) await reservation?.ensure(seen);
           if (sampled < SNIFF_BYTES) {
             const part = chunk.subarray(0, SNIFF_BYTES - sampled);
             sample.push(part);
@@ -179,7 +181,7 @@ export class Files {
           throw new InvalidArgumentError(`files of type ${detected} are not accepted here`, [
             { field: req.contentTypeField, description: `${detected} is not an allowed content type` },
           ]);
-        await reservation.settle(staged.size);
+        await reservation?.settle(staged.size);
         signal.throwIfAborted();
         // Commit before the record: the collector never removes a blob committed within its grace period.
         await staged.commit();
@@ -211,12 +213,17 @@ export class Files {
       if (result.state.kind === "none") throw new Error("file record not applied");
       return { file: result.state, sequence: result.sequence };
     } catch (e) {
-      await reservation.releaseAll().catch((err: unknown) => {
+      await reservation?.releaseAll().catch((err: unknown) => {
         // The count is then too high (never too low): it refuses early rather than late.
         this.#logger.warn({ err }, "could not give back an upload's quota reservation");
       });
       throw e;
     }
+  }
+
+  /** A quota reservation of the organisation (several files reserved in one step). */
+  reservation(orgId: string) {
+    return this.#quota.reservation(orgId);
   }
 
   /** The file, if the caller may reach it (NOT_FOUND otherwise). */

@@ -1,11 +1,4 @@
-import {
-  type AsyncService,
-  FailedPreconditionError,
-  firstAndRest,
-  InvalidArgumentError,
-  principalOf,
-  SpoolError,
-} from "@spool/kit";
+import { type AsyncService, firstAndRest, InvalidArgumentError, principalOf, SpoolError } from "@spool/kit";
 import { FileOrigin } from "@spool/proto/spool/files/v1/events.js";
 import type { FileServiceService, UploadRequest } from "@spool/proto/spool/files/v1/files.js";
 import { reachesWholeOrg } from "../app/access.js";
@@ -150,8 +143,3 @@ export function fileService(d: FileServiceDeps): AsyncService<Definition> {
     expandArchive: (req, ctx) => d.expandArchive(req, ctx),
   };
 }
-
-/** For RPCs whose part is not wired in this build. */
-export const notAvailable = async (): Promise<never> => {
-  throw new FailedPreconditionError("not available in this build");
-};

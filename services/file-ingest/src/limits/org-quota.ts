@@ -141,6 +141,11 @@ export class UploadReservation {
     this.#held = bytes;
   }
 
+  /** `bytes` of the held amount now belong to a recorded file: kept, no longer this reservation's to give back. */
+  transfer(bytes: number): void {
+    this.#held = Math.max(0, this.#held - bytes);
+  }
+
   /** Gives everything back (a failed upload). */
   async releaseAll(): Promise<void> {
     const held = this.#held;
