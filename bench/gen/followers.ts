@@ -77,11 +77,12 @@ function startRequest(label: string, g: number, maxTokens?: number): StartGenera
   return {
     clientRequestId: `${label}-${g}`,
     model: "builtin",
-    messages: [{ role: "user", content: `bench ${label} generation ${g}` }],
+    messages: [{ role: "user", content: `bench ${label} generation ${g}`, toolCalls: [] }],
     parameters: maxTokens === undefined ? undefined : { maxTokens },
     toolIds: [],
     fileIds: [],
     conversationId: label,
+    tools: [],
   };
 }
 

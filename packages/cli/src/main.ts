@@ -113,11 +113,12 @@ switch (positionals[0]) {
       {
         clientRequestId: values["request-id"] ?? randomUUID(),
         model: values.model ?? "builtin",
-        messages: [{ role: "user", content: need("prompt") }],
+        messages: [{ role: "user", content: need("prompt"), toolCalls: [] }],
         parameters: undefined,
         toolIds: [],
         fileIds: [],
         conversationId: "",
+        tools: [],
       },
       bearer(token),
       deadline(),

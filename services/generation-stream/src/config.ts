@@ -1,4 +1,4 @@
-import { baseConfigShape, ConfigError, loadConfig, secret } from "@spool/kit";
+import { baseConfigShape, ConfigError, envBoolean, loadConfig, secret } from "@spool/kit";
 import { z } from "zod";
 import { DEFAULT_BUILTIN_MAX_TOKENS } from "./providers/builtin.js";
 
@@ -28,12 +28,36 @@ export const genConfigShape = {
   WORKER_CONCURRENCY: int(16, 1, 10_000),
   /** At shutdown, how long running generations may take to finish (then their leases settle them). */
   WORKER_DRAIN_MS: int(8_000, 0, 600_000),
+  /**
+   * Runs of one generation in all when its model provider fails transiently (timeout, 408, 429,
+   * 5xx, broken connection) before any output: each failure re-queues the generation
+   * (GenerationRequeued) after a backoff of about BACKOFF_MS·2^(n-1) with jitter, at least the
+   * provider's retry-after, at most BACKOFF_MAX_MS; the last fails it as PROVIDER_UNAVAILABLE.
+   */
+  GENERATION_MAX_ATTEMPTS: int(3, 1, 20),
+  GENERATION_RETRY_BACKOFF_MS: int(1_000, 0, 600_000),
+  GENERATION_RETRY_BACKOFF_MAX_MS: int(30_000, 0, 3_600_000),
   COALESCE_WINDOW_MS: int(20, 0, 1_000),
   COALESCE_MAX_CHARS: int(2_048, 1, 1_000_000),
   HEARTBEAT_MS: int(10_000, 100, 300_000),
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),
+  /** File ids per StartGeneration (file_ids). */
+  MAX_FILE_IDS: int(100, 0, 1_000),
+  /**
+   * File attachments: consume file-ingest's FILES stream into this service's projection and check
+   * every file id a start names. Off: a start naming files is FAILED_PRECONDITION, and FILES is not
+   * waited for (a deployment without file-ingest). On: the service waits for FILES at start.
+   */
+  FILES_ENABLED: envBoolean.default(false),
+  /** How long a start naming a file not (yet) usable waits for the files projection to catch up. */
+  FILES_CATCH_UP_MS: int(2_000, 0, 30_000),
+  /** Tool definitions per StartGeneration (and tool calls per message); OpenAI's own limit is 128. */
+  MAX_TOOLS: int(128, 0, 10_000),
+  /** A tool's parameters JSON Schema, as JSON text. */
+  MAX_TOOL_SCHEMA_CHARS: int(16_384, 2, 1_000_000),
+  MAX_TOOL_DESCRIPTION_CHARS: int(1_024, 0, 100_000),
   /**
    * The deterministic built-in model ("builtin"): tokens per second (0 = as fast as possible), its
    * length when a request sets no max_tokens, and the ceiling on a request's max_tokens (it writes
@@ -52,6 +76,12 @@ export const genConfigShape = {
   OPENAI_CONNECT_TIMEOUT_MS: int(10_000, 100, 120_000),
   OPENAI_FIRST_TOKEN_TIMEOUT_MS: int(30_000, 100, 600_000),
   OPENAI_IDLE_TIMEOUT_MS: int(30_000, 100, 600_000),
+  /**
+   * HTTP tries of one run inside the provider (before any output). 1 by default: a transient
+   * failure re-queues the generation instead (GENERATION_MAX_ATTEMPTS), so every attempt is an
+   * event in its lifecycle and the worker's slot is free during the backoff.
+   */
+  OPENAI_MAX_ATTEMPTS: int(1, 1, 10),
 };
 
 export function loadGenConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -113,6 +143,11 @@ export function workerTuning(config: GenConfig) {
     coalesceWindowMs: config.COALESCE_WINDOW_MS,
     coalesceMaxChars: config.COALESCE_MAX_CHARS,
     drainMs: config.WORKER_DRAIN_MS,
+    retry: {
+      maxAttempts: config.GENERATION_MAX_ATTEMPTS,
+      backoffMs: config.GENERATION_RETRY_BACKOFF_MS,
+      backoffMaxMs: config.GENERATION_RETRY_BACKOFF_MAX_MS,
+    },
   };
 }
 
@@ -122,5 +157,9 @@ export function requestLimits(config: GenConfig) {
     maxMessages: config.MAX_MESSAGES,
     maxMessageChars: config.MAX_MESSAGE_CHARS,
     maxTotalChars: config.MAX_TOTAL_CHARS,
+    maxFileIds: config.MAX_FILE_IDS,
+    maxTools: config.MAX_TOOLS,
+    maxToolSchemaChars: config.MAX_TOOL_SCHEMA_CHARS,
+    maxToolDescriptionChars: config.MAX_TOOL_DESCRIPTION_CHARS,
   };
 }

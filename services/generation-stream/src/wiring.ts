@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
-import { AuthStreams, type StartedService, startPlatform } from "@spool/kit";
+import { AuthStreams, FilesStreams, type Platform, type StartedService, startPlatform } from "@spool/kit";
+import { FILES_STREAM, type FileCheckDeps } from "./app/file-check.js";
 import { Generations } from "./app/generations.js";
 import { OutputLog } from "./app/output-log.js";
 import { slotReleaser } from "./app/slot-releaser.js";
@@ -18,6 +19,7 @@ import {
 } from "./grpc/generation-service.js";
 import { claimHandler, produceHandler } from "./grpc/produce.js";
 import { UserLimits } from "./limits/user-limits.js";
+import { FilesReadModel, filesProjection } from "./projections/files.js";
 import { GenerationsReadModel, generationsProjection } from "./projections/generations.js";
 import { providersFromConfig } from "./providers/from-config.js";
 import type { ModelProvider } from "./providers/index.js";
@@ -38,7 +40,8 @@ export async function startGenerationStream(
     name: "generation-stream",
     config,
     streams: [GEN_STREAM, outputStream(config.GEN_OUTPUT_RETENTION_SECONDS * 1000)],
-    consumes: [AuthStreams.AUTH],
+    // FILES only with file attachments on: a deployment without file-ingest does not wait for it.
+    consumes: [AuthStreams.AUTH, ...(config.FILES_ENABLED ? [FilesStreams.FILES] : [])],
     audience: config.AUTH_AUDIENCE,
     signal: overrides.signal,
   });
@@ -49,7 +52,10 @@ export async function startGenerationStream(
   const providers = overrides.providers ?? providersFromConfig(config);
   const builtIn = [...providers.keys()];
   const requests = { ...requestLimits(config), models: [...builtIn, ...config.externalModels] };
-  const generations = new Generations(parts);
+  const generations = new Generations({
+    ...parts,
+    ...(config.FILES_ENABLED ? { files: fileChecks(p, config) } : {}),
+  });
   const { lease, sweep } = leaseTiming(config);
   const replica = `${hostname()}-${process.pid}`;
   const worker = new GenerationWorker({ ...parts, lease, providers, replica, ...workerTuning(config) });
@@ -91,4 +97,16 @@ export async function startGenerationStream(
   await worker.start();
   sweeper.start();
   return { app: p.app, port: await p.serve(), logger, worker, hub, sweeper };
+}
+
+/** File checks for StartGeneration: the FILES projection, and the way to let it catch up. */
+function fileChecks(p: Platform, config: GenConfig): FileCheckDeps {
+  const projector = p.projector(filesProjection);
+  const files = new FilesReadModel(p.sql);
+  return {
+    read: (orgId, ids) => files.inOrganisation(orgId, ids),
+    head: () => p.head(FILES_STREAM),
+    waitFor: (sequence, timeoutMs) => projector.waitFor(sequence, timeoutMs),
+    catchUpMs: config.FILES_CATCH_UP_MS,
+  };
 }

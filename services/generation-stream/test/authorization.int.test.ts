@@ -130,11 +130,12 @@ async function startGen(token: string, requestId: string) {
     {
       clientRequestId: requestId,
       model: "builtin",
-      messages: [{ role: "user", content: "hello" }],
+      messages: [{ role: "user", content: "hello", toolCalls: [] }],
       parameters: undefined,
       toolIds: [],
       fileIds: [],
       conversationId: "",
+      tools: [],
     },
     token,
   );

@@ -54,6 +54,7 @@ const start = (token: string, clientRequestId: string, messages: Message[], maxT
       toolIds: [],
       fileIds: [],
       conversationId: "",
+      tools: [],
     },
     token,
   );
@@ -87,31 +88,31 @@ describe("StartGeneration messages", () => {
   it("refuses empty or whitespace-only content, an empty list and a last message not from the user or a tool, writing nothing", async () => {
     const { token } = await owner("contract-msg");
     const cases: { messages: Message[]; field: string }[] = [
-      { messages: [{ role: "user", content: "" }], field: "messages[0].content" },
-      { messages: [{ role: "user", content: " \n\t \r\n" }], field: "messages[0].content" },
+      { messages: [{ role: "user", content: "", toolCalls: [] }], field: "messages[0].content" },
+      { messages: [{ role: "user", content: " \n\t \r\n", toolCalls: [] }], field: "messages[0].content" },
       {
         messages: [
-          { role: "system", content: "be brief" },
-          { role: "user", content: "" },
+          { role: "system", content: "be brief", toolCalls: [] },
+          { role: "user", content: "", toolCalls: [] },
         ],
         field: "messages[1].content",
       },
       {
         messages: [
-          { role: "assistant", content: "   " },
-          { role: "user", content: "hi" },
+          { role: "assistant", content: "   ", toolCalls: [] },
+          { role: "user", content: "hi", toolCalls: [] },
         ],
         field: "messages[0].content",
       },
       { messages: [], field: "messages" },
       {
         messages: [
-          { role: "user", content: "hi" },
-          { role: "assistant", content: "hello" },
+          { role: "user", content: "hi", toolCalls: [] },
+          { role: "assistant", content: "hello", toolCalls: [] },
         ],
         field: "messages[1].role",
       },
-      { messages: [{ role: "system", content: "be brief" }], field: "messages[0].role" },
+      { messages: [{ role: "system", content: "be brief", toolCalls: [] }], field: "messages[0].role" },
     ];
     // More refusals than the active-generation limit (2): a leaked slot would refuse the start below.
     for (const [i, c] of cases.entries()) {
@@ -121,21 +122,31 @@ describe("StartGeneration messages", () => {
       });
     }
     // Nothing was written under the refused ids: a valid start with one creates the generation.
-    const ok = await start(token, "bad-0", [{ role: "user", content: "now with content" }]);
+    const ok = await start(token, "bad-0", [{ role: "user", content: "now with content", toolCalls: [] }]);
     expect(ok.created).toBe(true);
   });
 
   it("accepts a conversation ending with the user's turn or a tool's result", async () => {
     const { token } = await owner("contract-ok");
     const history: Message[] = [
-      { role: "system", content: "be brief" },
-      { role: "user", content: "what is 2 + 2?" },
-      { role: "assistant", content: "let me check" },
+      { role: "system", content: "be brief", toolCalls: [] },
+      { role: "user", content: "what is 2 + 2?", toolCalls: [] },
+      { role: "assistant", content: "let me check", toolCalls: [] },
     ];
-    expect((await start(token, "user-last", [...history, { role: "user", content: "well?" }])).created).toBe(
-      true,
-    );
-    const toolLast = await start(token, "tool-last", [...history, { role: "tool", content: "4" }]);
+    expect(
+      (await start(token, "user-last", [...history, { role: "user", content: "well?", toolCalls: [] }]))
+        .created,
+    ).toBe(true);
+    // A tool's result answers the assistant's call by its id (tool use: provider.int.test.ts).
+    const toolLast = await start(token, "tool-last", [
+      ...history,
+      {
+        role: "assistant",
+        content: "",
+        toolCalls: [{ callId: "call_1", toolName: "add", argumentsJson: '{"a":2,"b":2}' }],
+      },
+      { role: "tool", content: "4", toolCallId: "call_1", toolCalls: [] },
+    ]);
     expect(toolLast.created).toBe(true);
   });
 });
@@ -145,7 +156,7 @@ describe("ListGenerations", () => {
     const { token: ownerToken } = await owner("contract-list");
     const adminToken = await member(ownerToken, "a@contract-list.test", Role.ROLE_ADMIN);
     const memberToken = await member(ownerToken, "m@contract-list.test");
-    const hi: Message[] = [{ role: "user", content: "hi" }];
+    const hi: Message[] = [{ role: "user", content: "hi", toolCalls: [] }];
     const ids = {
       owner: (await start(ownerToken, "mine", hi)).generation!.generationId,
       admin: (await start(adminToken, "mine", hi)).generation!.generationId,
@@ -169,7 +180,7 @@ describe("ListGenerations", () => {
 describe("built-in model", () => {
   it("honours max_tokens above its default length, up to SPOOL_BUILTIN_MAX_TOKENS", async () => {
     const { token } = await owner("contract-tokens");
-    const hi: Message[] = [{ role: "user", content: "hi" }];
+    const hi: Message[] = [{ role: "user", content: "hi", toolCalls: [] }];
     const long = (await start(token, "long", hi, 300)).generation!.generationId;
     const capped = (await start(token, "capped", hi, 900)).generation!.generationId;
     const usage = async (generationId: string) => {

@@ -4,6 +4,7 @@
 import { once } from "node:events";
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { z } from "zod";
 
 /** One thing the server does while streaming a response. */
 export type SseStep =
@@ -40,6 +41,10 @@ export interface RecordedRequest {
   body: unknown;
   /** The client went away before the response was complete. */
   disconnected: boolean;
+  /** Why the fake refused the body (400, as OpenAI would), when it did. */
+  rejected?: string;
+  /** When the request arrived (Date.now()). */
+  atMs: number;
 }
 
 export interface FakeOpenAI {
@@ -49,7 +54,101 @@ export interface FakeOpenAI {
   close(): Promise<void>;
 }
 
-export async function startFakeOpenAI(script: FakeScript): Promise<FakeOpenAI> {
+/**
+ * What OpenAI's chat-completions endpoint refuses with 400 before streaming
+ * anything, for the parts Spool sends: the deprecated `max_tokens` (refused by
+ * reasoning models; `max_completion_tokens` replaces it), malformed tools or
+ * tool_choice, a tool_choice without tools or naming an unknown function, a
+ * "tool" message without `tool_call_id` or answering no earlier assistant
+ * tool call, and tool calls on anything but an assistant message.
+ * Returns the error message, or undefined when the body is acceptable.
+ */
+export function chatRequestProblem(body: unknown): string | undefined {
+  const parsed = ChatRequest.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return `Invalid request at ${issue?.path.join(".") ?? "?"}: ${issue?.message ?? "invalid"}`;
+  }
+  const req = parsed.data;
+  if (req.max_tokens !== undefined)
+    return "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.";
+  const names = new Set((req.tools ?? []).map((t) => t.function.name));
+  if (names.size !== (req.tools ?? []).length) return "tools: duplicate function names";
+  if (req.tool_choice !== undefined) {
+    if (!req.tools || req.tools.length === 0)
+      return "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.";
+    if (typeof req.tool_choice === "object" && !names.has(req.tool_choice.function.name))
+      return `tool_choice names an unknown function '${req.tool_choice.function.name}'`;
+  }
+  const answerable = new Set<string>();
+  for (const [i, m] of req.messages.entries()) {
+    if (m.tool_calls !== undefined && m.role !== "assistant")
+      return `messages[${i}]: only assistant messages carry tool_calls`;
+    for (const call of m.tool_calls ?? []) answerable.add(call.id);
+    if (m.role === "tool") {
+      if (m.tool_call_id === undefined) return `messages[${i}]: 'tool_call_id' is required`;
+      if (!answerable.has(m.tool_call_id))
+        return `messages[${i}]: messages with role 'tool' must be a response to a preceding message with 'tool_calls'`;
+    } else if (m.tool_call_id !== undefined) return `messages[${i}]: 'tool_call_id' only on tool messages`;
+    if (m.content === null && !(m.role === "assistant" && m.tool_calls?.length))
+      return `messages[${i}]: content is required`;
+  }
+  return undefined;
+}
+
+const FUNCTION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const ChatRequest = z.object({
+  model: z.string().min(1),
+  stream: z.literal(true),
+  messages: z
+    .array(
+      z.strictObject({
+        role: z.enum(["system", "user", "assistant", "tool", "developer"]),
+        content: z.string().nullable(),
+        tool_call_id: z.string().min(1).optional(),
+        tool_calls: z
+          .array(
+            z.strictObject({
+              id: z.string().min(1),
+              type: z.literal("function"),
+              function: z.strictObject({ name: z.string().regex(FUNCTION_NAME), arguments: z.string() }),
+            }),
+          )
+          .min(1)
+          .optional(),
+      }),
+    )
+    .min(1),
+  max_tokens: z.number().int().optional(),
+  max_completion_tokens: z.number().int().positive().optional(),
+  tools: z
+    .array(
+      z.strictObject({
+        type: z.literal("function"),
+        function: z.strictObject({
+          name: z.string().regex(FUNCTION_NAME),
+          description: z.string().optional(),
+          parameters: z.record(z.string(), z.unknown()).optional(),
+        }),
+      }),
+    )
+    .min(1)
+    .optional(),
+  tool_choice: z
+    .union([
+      z.enum(["auto", "none", "required"]),
+      z.strictObject({ type: z.literal("function"), function: z.strictObject({ name: z.string() }) }),
+    ])
+    .optional(),
+});
+
+export interface FakeOptions {
+  /** Answer a request OpenAI would refuse (chatRequestProblem) with its 400, before the script. Default true. */
+  strict?: boolean;
+}
+
+export async function startFakeOpenAI(script: FakeScript, options: FakeOptions = {}): Promise<FakeOpenAI> {
+  const strict = options.strict ?? true;
   const requests: RecordedRequest[] = [];
   const replyFor = (request: RecordedRequest, index: number): FakeReply => {
     if (typeof script === "function") return script(request, index);
@@ -77,11 +176,19 @@ export async function startFakeOpenAI(script: FakeScript): Promise<FakeOpenAI> {
         headers: req.headers,
         body,
         disconnected: false,
+        atMs: Date.now(),
       };
       const index = requests.push(recorded) - 1;
       res.on("close", () => {
         if (!res.writableFinished) recorded.disconnected = true;
       });
+      const problem = strict ? chatRequestProblem(body) : undefined;
+      if (problem !== undefined) {
+        recorded.rejected = problem;
+        const error = { message: problem, type: "invalid_request_error", param: null, code: null };
+        void respond(res, { status: 400, body: JSON.stringify({ error }) });
+        return;
+      }
       void respond(res, replyFor(recorded, index));
     });
   });

@@ -153,11 +153,12 @@ async function start(): Promise<string> {
   const { generation } = await generations.start(caller, {
     clientRequestId: `fence-${n++}`,
     model: "builtin",
-    messages: [{ role: "user", content: "go" }],
+    messages: [{ role: "user", content: "go", toolCalls: [] }],
     parameters: undefined,
     toolIds: [],
     fileIds: [],
     conversationId: "",
+    tools: [],
   });
   return generation.request.generationId;
 }

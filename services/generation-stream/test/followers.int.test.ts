@@ -63,11 +63,12 @@ const start = async (requestId: string) =>
       {
         clientRequestId: requestId,
         model: "builtin",
-        messages: [{ role: "user", content: requestId }],
+        messages: [{ role: "user", content: requestId, toolCalls: [] }],
         parameters: undefined,
         toolIds: [],
         fileIds: [],
         conversationId: "",
+        tools: [],
       },
       token,
     )

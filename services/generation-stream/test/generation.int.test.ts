@@ -67,11 +67,12 @@ const start = (token: string, requestId: string, model = "builtin") =>
     {
       clientRequestId: requestId,
       model,
-      messages: [{ role: "user", content: `hello ${requestId}` }],
+      messages: [{ role: "user", content: `hello ${requestId}`, toolCalls: [] }],
       parameters: undefined,
       toolIds: [],
       fileIds: [],
       conversationId: "c1",
+      tools: [],
     },
     token,
   );

@@ -48,11 +48,12 @@ async function starts(token: string, count: number) {
         {
           clientRequestId: `r${n++}`,
           model: "builtin",
-          messages: [{ role: "user", content: "hello" }],
+          messages: [{ role: "user", content: "hello", toolCalls: [] }],
           parameters: undefined,
           toolIds: [],
           fileIds: [],
           conversationId: "c1",
+          tools: [],
         },
         token,
       ),

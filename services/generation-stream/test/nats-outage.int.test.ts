@@ -107,7 +107,7 @@ async function expectedText(model: ModelProvider): Promise<string> {
   let text = "";
   for await (const c of model.stream({
     model: "builtin",
-    messages: [{ role: "user", content: "go" }],
+    messages: [{ role: "user", content: "go", toolCalls: [] }],
     params: {},
     signal: new AbortController().signal,
   }))
@@ -144,11 +144,12 @@ async function stack(store: EventStore, model: ModelProvider, leaseMs: number) {
       await generations.start(caller, {
         clientRequestId: requestId,
         model: "builtin",
-        messages: [{ role: "user", content: "go" }],
+        messages: [{ role: "user", content: "go", toolCalls: [] }],
         parameters: undefined,
         toolIds: [],
         fileIds: [],
         conversationId: "",
+        tools: [],
       })
     ).generation.request.generationId;
   return { output, start };

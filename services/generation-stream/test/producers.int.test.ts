@@ -7,6 +7,7 @@ import {
   GenerationStatus,
   type ProduceGenerationRequest,
   type ProduceGenerationResponse,
+  ToolChoiceMode,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -77,11 +78,12 @@ const startExternal = async (requestId: string, token = userToken) =>
       {
         clientRequestId: requestId,
         model: "external",
-        messages: [{ role: "user", content: "hi" }],
+        messages: [{ role: "user", content: "hi", toolCalls: [] }],
         parameters: undefined,
         toolIds: [],
         fileIds: [],
         conversationId: "",
+        tools: [],
       },
       token,
     )
@@ -299,5 +301,31 @@ describe("producer tenancy: a producer serves only its own organisation", () => 
     expect(events.map((e) => e.event?.$case)).toEqual(["created", "started", "delta", "completed"]);
     const text = events.map((e) => (e.event?.$case === "delta" ? e.event.value.text : "")).join("");
     expect(text).toBe("mine");
+  });
+});
+
+describe("ClaimGeneration hands external producers the whole request", () => {
+  it("includes the tools and tool_choice the generation was started with", async () => {
+    const tools = [{ name: "lookup", description: "Looks things up", parametersJson: '{"type":"object"}' }];
+    const toolChoice = { mode: ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION, functionName: "lookup" };
+    const { generation } = await call(
+      stack.client.startGeneration,
+      stack.client,
+      {
+        clientRequestId: "ext-tools",
+        model: "external",
+        messages: [{ role: "user", content: "find it", toolCalls: [] }],
+        parameters: undefined,
+        toolIds: [],
+        fileIds: [],
+        conversationId: "",
+        tools,
+        toolChoice,
+      },
+      userToken,
+    );
+    const claimed = await claim(generation!.generationId);
+    expect(claimed.tools).toEqual(tools);
+    expect(claimed.toolChoice).toEqual(toolChoice);
   });
 });

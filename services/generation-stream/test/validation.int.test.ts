@@ -35,11 +35,12 @@ async function refused(p: Promise<unknown>): Promise<{ code: string; fields: str
 const startRequest = (clientRequestId: string, content: string, conversationId = "c1") => ({
   clientRequestId,
   model: "builtin",
-  messages: [{ role: "user", content }],
+  messages: [{ role: "user", content, toolCalls: [] }],
   parameters: undefined,
   toolIds: [],
   fileIds: [],
   conversationId,
+  tools: [],
 });
 
 /** The first answer of a follow: its first message, or its error. */

@@ -48,7 +48,7 @@ export interface Level {
 export interface WrittenFile extends ExpandedEntry {
   readonly segments: readonly string[];
   readonly shownAs: string;
-  /** The first SNIFF_BYTES bytes. */
+  /** The first SNIFF_BYTES bytes when the name is an archive's ("x.zip"), else empty. */
   readonly head: Buffer;
 }
 
@@ -148,6 +148,7 @@ export class Expander {
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
         const stat = await lstat(dir);
+        if (stat.isSymbolicLink()) refuse("LINK", shownAs, "a link stands where a directory goes");
         if (!stat.isDirectory()) refuse("DUPLICATE_NAME", shownAs, "a directory's place is taken");
       }
       if ((await realpath(dir)) !== dir) refuse("PARENT_SEGMENT", shownAs, "resolves outside the target");
@@ -187,7 +188,8 @@ export class Expander {
     const { maxEntryBytes, maxTotalBytes, maxRatio, ratioGraceBytes } = this.limits;
     const hash = createHash("sha256");
     const headChunks: Buffer[] = [];
-    let headBytes = 0;
+    // Only a file named like an archive can be a nested one; others keep no head (10,000 × 4 KiB adds up).
+    let headBytes = formatFromName(segments[segments.length - 1] as string) === undefined ? SNIFF_BYTES : 0;
     let size = 0;
     let crc = 0;
     let file: FileHandle;
@@ -198,8 +200,11 @@ export class Expander {
         FILE_MODE,
       );
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "EEXIST")
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") {
+        if ((await lstat(path)).isSymbolicLink())
+          refuse("LINK", shownAs, "a link stands where the file goes");
         refuse("DUPLICATE_NAME", shownAs, "file exists");
+      }
       throw error;
     }
     try {

@@ -3,12 +3,12 @@
 // on disk. Nested archives are expanded once and refused deeper. The target
 // directory's rules: fresh or empty, emptied on refusal or abort.
 import { createHash, randomBytes } from "node:crypto";
-import { readFile, stat, writeFile } from "node:fs/promises";
+import { readdir, readFile, realpath, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { DEFAULT_ARCHIVE_LIMITS, type ExpandedEntry } from "./archive.js";
-import { expandArchive } from "./expand.js";
+import { Expander, expandArchive } from "./expand.js";
 import { buildZip, packTar, refusalOf, stored, type Workspace, workspace, yazlZip } from "./fixtures.test.js";
 
 let ws: Workspace;
@@ -158,6 +158,7 @@ describe("nested archives", () => {
     const path = await ws.archive("outer.zip", await yazlZip([{ name: "evil.zip", content: evil }]));
     const refusal = await refusalOf(expandArchive({ path }, ws.target, DEFAULT_ARCHIVE_LIMITS));
     expect([refusal.reason, refusal.entry]).toEqual(["PARENT_SEGMENT", "evil.zip/../../escape.txt"]);
+    expect(await ws.listTarget()).toEqual([]);
     await ws.untouched();
 
     const three = await yazlZip([0, 1, 2].map((i) => ({ name: `f${i}`, content: "x" })));
@@ -232,6 +233,25 @@ describe("the target directory", () => {
     });
     await expect(expandArchive({ path }, ws.target, DEFAULT_ARCHIVE_LIMITS, { signal })).rejects.toBe(reason);
     expect(await ws.listTarget()).toEqual([]);
+  });
+
+  it("never follows a link planted under the target (say, by another process)", async () => {
+    const root = await realpath(ws.target);
+    await symlink(ws.sibling, join(root, "a"));
+    await symlink(join(ws.sibling, "f.txt"), join(root, "f.txt"));
+    const expander = new Expander(root, DEFAULT_ARCHIVE_LIMITS, 1000, undefined);
+    const level = { prefix: [], depth: 0, shownPrefix: "" };
+    const bytes = async function* () {
+      yield Buffer.from("x");
+    };
+    const intoLinkedDir = await refusalOf(
+      expander.writeFile(level, { segments: ["a", "x.txt"], directory: false }, "a/x.txt", bytes()),
+    );
+    const ontoLinkedFile = await refusalOf(
+      expander.writeFile(level, { segments: ["f.txt"], directory: false }, "f.txt", bytes()),
+    );
+    expect([intoLinkedDir.reason, ontoLinkedFile.reason]).toEqual(["LINK", "LINK"]);
+    expect(await readdir(ws.sibling)).toEqual([]);
   });
 
   it("refuses limits that are not positive integers", async () => {

@@ -72,6 +72,30 @@ class FileHandleReader extends yauzl.RandomAccessReader {
     super();
   }
 
+  /** Small reads (headers) straight from the handle, instead of yauzl's default stream per read. */
+  override read(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+    callback: (error: Error | null) => void,
+  ): void {
+    const readAll = async () => {
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await this.file.read(buffer, offset + done, length - done, position + done);
+        if (bytesRead === 0) throw new Error("unexpected EOF");
+        done += bytesRead;
+      }
+    };
+    // yauzl's callback also takes the byte count (its types omit it) and compares it with `length`.
+    const done = callback as (error: Error | null, bytesRead?: number) => void;
+    readAll().then(
+      () => done(null, length),
+      (error: Error) => done(error),
+    );
+  }
+
   override _readStreamForRange(start: number, end: number): Readable {
     const file = this.file;
     let position = start;

@@ -3,6 +3,7 @@ import {
   aggregate,
   ConcurrencyError,
   type EventStore,
+  FailedPreconditionError,
   FOLLOW_SCOPE,
   NotFoundError,
   type Principal,
@@ -12,6 +13,8 @@ import {
   GenerationStatus,
   type Message,
   type Parameters,
+  type ToolChoice,
+  type ToolDefinition,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { Subjects } from "../domain/events.js";
 import {
@@ -22,6 +25,7 @@ import {
   GenerationAggregate,
 } from "../domain/generation.js";
 import type { UserLimits } from "../limits/user-limits.js";
+import { checkFiles, type FileCheckDeps } from "./file-check.js";
 import { completeLifecycle, hasTerminal, releaseSlot, settleThroughOutput, terminalEvent } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
 
@@ -33,6 +37,8 @@ export interface StartInput {
   toolIds: string[];
   fileIds: string[];
   conversationId: string;
+  tools?: ToolDefinition[];
+  toolChoice?: ToolChoice | undefined;
 }
 
 const ID = /^[A-Za-z0-9_-]{1,128}$/;
@@ -48,8 +54,12 @@ export class Generations {
   readonly #output: OutputLog;
   readonly #limits: UserLimits;
 
-  constructor(deps: { store: EventStore; output: OutputLog; limits: UserLimits }) {
+  /** Absent: file attachments are off (SPOOL_FILES_ENABLED), and a start naming files is refused. */
+  readonly #files: FileCheckDeps | undefined;
+
+  constructor(deps: { store: EventStore; output: OutputLog; limits: UserLimits; files?: FileCheckDeps }) {
     this.#store = deps.store;
+    this.#files = deps.files;
     this.#generations = aggregate(deps.store, GenerationAggregate);
     this.#output = deps.output;
     this.#limits = deps.limits;
@@ -70,6 +80,12 @@ export class Generations {
       .slice(0, 22);
     const known = await this.load(generationId);
     if (known.kind !== "none") return { generation: known, created: false };
+    if (input.fileIds.length > 0) {
+      if (!this.#files)
+        throw new FailedPreconditionError("file attachments are not enabled on this deployment");
+      // Before the slot: a refused start takes nothing.
+      await checkFiles(this.#files, caller, input.fileIds);
+    }
     await this.#limits.reserve(caller.subject, generationId);
     const request: Requested = {
       generationId,
@@ -82,6 +98,8 @@ export class Generations {
       toolIds: input.toolIds,
       fileIds: input.fileIds,
       conversationId: input.conversationId,
+      tools: input.tools ?? [],
+      toolChoice: input.toolChoice,
     };
     try {
       return await this.#create(request, caller.subject);

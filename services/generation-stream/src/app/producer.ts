@@ -23,6 +23,7 @@ import {
   type Producer,
   StaleLeaseError,
 } from "../domain/generation.js";
+import { decideProviderRequeue, type ProviderFailure } from "../domain/retry.js";
 import { type Clock, systemClock } from "./clock.js";
 import { completeLifecycle, hasTerminal, terminalEvent } from "./finish.js";
 import { EMPTY_POSITION, type EventBody, type OutputLog, type OutputPosition } from "./output-log.js";
@@ -87,6 +88,7 @@ export class ProducerSession {
   /** When the lease runs out, on the monotonic clock (never later than the lifecycle says). */
   #deadline: number;
   #finished = false;
+  #requeued = false;
 
   private constructor(deps: Deps, generation: Existing, deadline: number) {
     this.#store = deps.store;
@@ -212,6 +214,7 @@ export class ProducerSession {
   /** StaleLeaseError unless the lease has more than `marginMs` left by this process's clock. */
   #checkLease(marginMs: number): void {
     if (this.#finished) throw new StaleLeaseError("the generation has finished");
+    if (this.#requeued) throw new StaleLeaseError("the generation was re-queued");
     if (this.leaseLeftMs <= marginMs) throw new StaleLeaseError("the lease ran out");
   }
 
@@ -290,6 +293,35 @@ export class ProducerSession {
       this.#deadline = asked + this.#policy.leaseMs;
       return r.state.kind === "none" ? 0 : r.state.leaseExpiresAtMs;
     }, 0);
+  }
+
+  /**
+   * Gives the generation back to the queue after the provider failed
+   * transiently before any output (domain/retry.ts); the next claim writes a
+   * new `started` that fences this session's output position. False when a
+   * cancel request came first: nothing was re-queued and the caller ends the
+   * generation as cancelled. StaleLeaseError when the lease is no longer ours.
+   */
+  async requeue(attempt: number, failure: ProviderFailure, retryAtMs: number): Promise<boolean> {
+    if (this.#finished || this.#requeued) throw new StaleLeaseError("the generation has finished");
+    if (this.#position.producedOutput) throw new Error("a generation with output cannot be re-queued");
+    const r = await this.#retrying(
+      () =>
+        aggregate(this.#store, GenerationAggregate).handle(
+          this.generationId,
+          (state) => decideProviderRequeue(state, this.epoch, attempt, failure, retryAtMs),
+          { actor: this.generation.producer, maxAttempts: 5 },
+        ),
+      0,
+    );
+    if (r.events.length === 0) return false;
+    this.#requeued = true;
+    return true;
+  }
+
+  /** Given back to the queue (requeue): this session appends nothing more. */
+  get requeued(): boolean {
+    return this.#requeued;
   }
 
   complete(): Promise<void> {

@@ -8,12 +8,14 @@ import {
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { type EventStore, FailedPreconditionError, type Logger } from "@spool/kit";
-import { FailureReason } from "@spool/proto/spool/generation/v1/generation.js";
+import type { GenerationRequested as Requested } from "@spool/proto/spool/generation/v1/events.js";
+import { FailureReason, ToolChoiceMode } from "@spool/proto/spool/generation/v1/generation.js";
 import { Coalescer } from "../domain/coalescer.js";
 import { GenerationRequested, GenerationRequeued, GenStreams, Subjects } from "../domain/events.js";
 import { generationReducer, StaleLeaseError } from "../domain/generation.js";
+import { attemptOf, mayRetry, type RetryPolicy, retryDelayMs } from "../domain/retry.js";
 import type { UserLimits } from "../limits/user-limits.js";
-import { type ModelProvider, type ModelRequest, ProviderError } from "../providers/types.js";
+import { type ModelProvider, type ModelRequest, type ModelRole, ProviderError } from "../providers/types.js";
 import { watchCancel } from "./cancel-watch.js";
 import { releaseSlot } from "./finish.js";
 import type { OutputLog } from "./output-log.js";
@@ -35,7 +37,16 @@ export interface WorkerOptions {
   replica: string;
   /** At shutdown, how long running generations may take to finish before they are left to their leases. */
   drainMs: number;
+  /**
+   * A provider failure that is transient and came before any output re-queues
+   * the generation (recorded as GenerationRequeued) up to maxAttempts runs,
+   * with backoff; the last one fails it as PROVIDER_UNAVAILABLE.
+   */
+  retry?: RetryPolicy;
 }
+
+/** SPOOL_GENERATION_MAX_ATTEMPTS, _RETRY_BACKOFF_MS, _RETRY_BACKOFF_MAX_MS defaults (config.ts). */
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 3, backoffMs: 1_000, backoffMaxMs: 30_000 };
 
 /**
  * Built-in producers. Replicas share one durable consumer on the lifecycle
@@ -109,6 +120,11 @@ export class GenerationWorker {
       m.ack(); // running elsewhere, finished, or an external producer's model
       return;
     }
+    const waitMs = state.retryAtMs - Date.now();
+    if (waitMs > 0) {
+      m.nak(waitMs); // re-queued after a provider failure: not before its backoff has passed
+      return;
+    }
     if (this.#running.size >= this.#o.maxConcurrent) {
       m.nak(250); // full here: let another replica (or this one, later) take it
       return;
@@ -171,26 +187,16 @@ export class GenerationWorker {
         }
       }
     })();
+    /** Something reached the output (or was about to): from then on the generation is never re-queued. */
+    let produced = false;
     const coalescer = new Coalescer({
       windowMs: this.#o.coalesceWindowMs,
       maxChars: this.#o.coalesceMaxChars,
       emit: async (text) => void (await session.delta(text)),
     });
     try {
-      const p = request.parameters;
-      for await (const chunk of provider.stream({
-        model: request.model,
-        messages: request.messages.map((m) => ({
-          role: m.role as ModelRequest["messages"][number]["role"],
-          content: m.content,
-        })),
-        params: {
-          ...(p?.temperature !== undefined ? { temperature: p.temperature } : {}),
-          ...(p?.topP !== undefined ? { topP: p.topP } : {}),
-          ...(p?.maxTokens !== undefined ? { maxTokens: p.maxTokens } : {}),
-        },
-        signal: abort.signal,
-      })) {
+      for await (const chunk of provider.stream(modelRequest(request, abort.signal))) {
+        if (chunk.kind !== "finish") produced = true;
         if (chunk.kind === "delta") await coalescer.push(chunk.text);
         else if (chunk.kind === "tool_call") {
           await coalescer.flush();
@@ -220,9 +226,18 @@ export class GenerationWorker {
       }
       try {
         await coalescer.flush().catch(() => {});
+        if (!cancelled && !produced && e instanceof ProviderError && e.retryable) {
+          if (await this.#retryLater(session, e, log)) return;
+          cancelled = !session.finished; // a cancel request came first: nothing was re-queued
+        }
+        if (session.finished) return; // given up: #retryLater failed it
         if (cancelled) await session.cancelled();
         else await session.fail(failureReason(e), e instanceof Error ? e.message : "generation failed");
       } catch (finishError) {
+        if (finishError instanceof StaleLeaseError) {
+          log.warn("generation left to its lease");
+          return;
+        }
         log.warn({ err: finishError }, "could not record the end of the generation; the lease sweeper will");
       }
     } finally {
@@ -233,6 +248,32 @@ export class GenerationWorker {
       if (session.finished)
         await releaseSlot(this.#o.limits, request.ownerId, session.generationId).catch(() => {});
     }
+  }
+
+  /**
+   * A transient provider failure before any output: re-queue the generation
+   * with backoff (true), or, after its last attempt, fail it as
+   * PROVIDER_UNAVAILABLE (false, session finished). False and unfinished: a
+   * cancel request came first.
+   */
+  async #retryLater(session: ProducerSession, e: ProviderError, log: Logger): Promise<boolean> {
+    const policy = this.#o.retry ?? DEFAULT_RETRY;
+    const attempt = attemptOf(session.generation);
+    const failure = { reason: failureReason(e), message: e.message, retryAfterMs: e.retryAfterMs };
+    if (!mayRetry(attempt, policy)) {
+      await session.fail(
+        FailureReason.FAILURE_REASON_PROVIDER_UNAVAILABLE,
+        `${e.message} (gave up after ${attempt} ${attempt === 1 ? "attempt" : "attempts"})`,
+      );
+      return false;
+    }
+    const delayMs = retryDelayMs(attempt, policy, e.retryAfterMs, Math.random());
+    if (!(await session.requeue(attempt, failure, Date.now() + delayMs))) return false;
+    log.warn(
+      { attempt, delayMs, reason: e.reason, status: e.status },
+      "provider failed before output; re-queued",
+    );
+    return true;
   }
 
   /**
@@ -250,6 +291,60 @@ export class GenerationWorker {
     for (const abort of this.#running.values()) abort.abort();
   }
 }
+
+/** The provider's view of a generation's request. */
+export function modelRequest(request: Requested, signal: AbortSignal): ModelRequest {
+  const p = request.parameters;
+  const choice = request.toolChoice;
+  const toolChoice = choice === undefined ? undefined : TOOL_CHOICE[choice.mode];
+  return {
+    model: request.model,
+    messages: request.messages.map((m) => ({
+      role: m.role as ModelRole,
+      content: m.content,
+      ...(m.toolCallId ? { toolCallId: m.toolCallId } : {}),
+      ...(m.toolCalls.length > 0
+        ? {
+            toolCalls: m.toolCalls.map((c) => ({
+              id: c.callId,
+              name: c.toolName,
+              argumentsJson: c.argumentsJson,
+            })),
+          }
+        : {}),
+    })),
+    params: {
+      ...(p?.temperature !== undefined ? { temperature: p.temperature } : {}),
+      ...(p?.topP !== undefined ? { topP: p.topP } : {}),
+      ...(p?.maxTokens !== undefined ? { maxTokens: p.maxTokens } : {}),
+    },
+    ...(request.tools.length > 0
+      ? {
+          tools: request.tools.map((t) => ({
+            name: t.name,
+            ...(t.description ? { description: t.description } : {}),
+            // Checked to be a JSON object at the edge (tool-rules.ts).
+            ...(t.parametersJson
+              ? { parameters: JSON.parse(t.parametersJson) as Record<string, unknown> }
+              : {}),
+          })),
+        }
+      : {}),
+    ...(toolChoice === undefined
+      ? {}
+      : { toolChoice: toolChoice === "function" ? { function: choice?.functionName ?? "" } : toolChoice }),
+    signal,
+  };
+}
+
+const TOOL_CHOICE: Record<ToolChoiceMode, "auto" | "none" | "required" | "function" | undefined> = {
+  [ToolChoiceMode.TOOL_CHOICE_MODE_UNSPECIFIED]: undefined,
+  [ToolChoiceMode.TOOL_CHOICE_MODE_AUTO]: "auto",
+  [ToolChoiceMode.TOOL_CHOICE_MODE_NONE]: "none",
+  [ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED]: "required",
+  [ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION]: "function",
+  [ToolChoiceMode.UNRECOGNIZED]: undefined,
+};
 
 function failureReason(e: unknown): FailureReason {
   if (!(e instanceof ProviderError)) return FailureReason.FAILURE_REASON_INTERNAL;

@@ -51,6 +51,10 @@ export type Generation =
       cancelRequested: boolean;
       outcome: Outcome | undefined;
       finishedAtMs: number;
+      /** Runs that failed transiently at the provider before any output and were re-queued (retry.ts). */
+      providerAttempts: number;
+      /** A re-queued generation is not claimed by built-in workers before this (backoff); 0 = at once. */
+      retryAtMs: number;
     };
 
 export type Existing = Exclude<Generation, { kind: "none" }>;
@@ -79,6 +83,8 @@ export function evolveGeneration(state: Generation, event: GenerationEvent): Gen
       cancelRequested: false,
       outcome: undefined,
       finishedAtMs: 0,
+      providerAttempts: 0,
+      retryAtMs: 0,
     };
   }
   if (state.kind === "none") return state;
@@ -97,8 +103,20 @@ export function evolveGeneration(state: Generation, event: GenerationEvent): Gen
       const e = event.data;
       return Number(e.epoch) === state.epoch ? { ...state, leaseExpiresAtMs: Number(e.expiresAtMs) } : state;
     }
-    case "GenerationRequeued":
-      return { ...state, kind: "queued", producer: "", leaseExpiresAtMs: 0 };
+    case "GenerationRequeued": {
+      const e = event.data;
+      const providerFailure = e.failureReason !== FailureReason.FAILURE_REASON_UNSPECIFIED;
+      return {
+        ...state,
+        kind: "queued",
+        producer: "",
+        leaseExpiresAtMs: 0,
+        providerAttempts: providerFailure
+          ? Math.max(state.providerAttempts, e.attempt)
+          : state.providerAttempts,
+        retryAtMs: providerFailure ? Number(e.retryAtMs) : 0,
+      };
+    }
     case "GenerationCancelRequested":
       return { ...state, cancelRequested: true };
     case "GenerationFinished": {
@@ -234,7 +252,15 @@ export function leaseLapsed(state: Generation, epoch: number, nowMs: number, gra
 export function decideRequeue(state: Generation, epoch: number, nowMs: number, graceMs: number): NewEvent[] {
   if (state.kind !== "running" || state.cancelRequested || !leaseLapsed(state, epoch, nowMs, graceMs))
     return [];
-  return [GenerationRequeued.create({ epoch: BigInt(epoch), reason: "lease expired before output" })];
+  return [
+    GenerationRequeued.create({
+      epoch: BigInt(epoch),
+      reason: "lease expired before output",
+      failureReason: FailureReason.FAILURE_REASON_UNSPECIFIED,
+      attempt: 0,
+      retryAtMs: 0n,
+    }),
+  ];
 }
 
 export function emptyOutcome(lastSequence: number): Outcome {

@@ -27,11 +27,12 @@ const request = {
   ownerId: "u1",
   clientRequestId: "r1",
   model: "builtin",
-  messages: [{ role: "user", content: "hi" }],
+  messages: [{ role: "user", content: "hi", toolCalls: [] }],
   parameters: undefined,
   toolIds: [],
   fileIds: [],
   conversationId: "",
+  tools: [],
 };
 
 const spec = deciderSpec(generationReducer, { subject: "gen.generation.g1", nowMs: T0 });

@@ -14,12 +14,21 @@ import {
   GenerationServiceService,
   type Message,
   type Parameters,
+  type StartGenerationRequest,
 } from "@spool/proto/spool/generation/v1/generation.js";
 import type { Generations } from "../app/generations.js";
 import { isTerminal } from "../app/output-log.js";
 import { GenStreams, OutputEvent, Subjects } from "../domain/events.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
+import {
+  conversationToolRule,
+  messageToolRule,
+  requestToolRule,
+  type ToolLimits,
+  toolCallsRule,
+  toolsRule,
+} from "./tool-rules.js";
 
 type Definition = typeof followDefinition;
 
@@ -37,10 +46,11 @@ export const generationPolicies: ServicePolicies<Definition> = {
 };
 
 /** What a StartGeneration request may hold (server settings). */
-export interface RequestLimits {
+export interface RequestLimits extends ToolLimits {
   maxMessages: number;
   maxMessageChars: number;
   maxTotalChars: number;
+  maxFileIds: number;
   models: readonly string[];
 }
 
@@ -48,31 +58,54 @@ const ID = /^[A-Za-z0-9_-]{1,128}$/;
 const ID_FORMAT = "1-128 of letters, digits, '_', '-'";
 const ROLES = new Set(["system", "user", "assistant", "tool"]);
 
-const ids: Rule<string[]> = (list, field, v) => {
-  if (list.length > 100) v.check(field, "at most 100");
-  if (list.some((id) => !ID.test(id))) v.check(field, `ids are ${ID_FORMAT}`);
-};
+function idList(max: number): Rule<string[]> {
+  return (list, field, v) => {
+    if (list.length > max) v.check(field, `at most ${max}`);
+    if (list.some((id) => !ID.test(id))) v.check(field, `ids are ${ID_FORMAT}`);
+  };
+}
+const ids = idList(100);
+
+/** file_ids: each named once (access is checked in app/, against the files projection). */
+function fileIdList(max: number): Rule<string[]> {
+  const shape = idList(max);
+  return (list, field, v) => {
+    shape(list, field, v);
+    if (new Set(list).size !== list.length) v.check(field, "each file at most once");
+  };
+}
+
+/** A message's characters: its text and the arguments of the tool calls it carries back. */
+const charsOf = (m: Message) =>
+  m.toolCalls.reduce((sum, c) => sum + c.argumentsJson.length, m.content.length);
 
 function messages(l: RequestLimits): Rule<Message[]> {
-  const message = rule.fields<Message>({
-    role: rule.check((role) => (ROLES.has(role) ? undefined : "system, user, assistant or tool")),
-    // A Message carries only its text (no tool calls), so one without any says nothing.
-    content: rule.check((content) => {
-      if (content.length > l.maxMessageChars) return `at most ${l.maxMessageChars} characters`;
-      return /\S/u.test(content) ? undefined : "required: not empty or only whitespace";
-    }),
-  });
+  const message = rule.fields<Message>(
+    {
+      role: rule.check((role) => (ROLES.has(role) ? undefined : "system, user, assistant or tool")),
+      toolCalls: toolCallsRule(l),
+    },
+    // Text is required, except from an assistant turn that only called tools.
+    (m, field, v) => {
+      const chars = charsOf(m);
+      if (chars > l.maxMessageChars) v.check(`${field}.content`, `at most ${l.maxMessageChars} characters`);
+      else if (!/\S/u.test(m.content) && !(m.role === "assistant" && m.toolCalls.length > 0))
+        v.check(`${field}.content`, "required: not empty or only whitespace");
+    },
+    messageToolRule,
+  );
   return (list, field, v) => {
     if (list.length === 0) v.check(field, "at least one message is required");
     if (list.length > l.maxMessages) v.check(field, `at most ${l.maxMessages} messages`);
     rule.each(message)(list, field, v);
+    conversationToolRule(list, field, v);
     // A generation answers the last message: the user's turn or a tool's result, never its own
     // (assistant) or a bare instruction (system).
     const last = list.length - 1;
     const lastRole = list[last]?.role;
     if (lastRole !== undefined && ROLES.has(lastRole) && lastRole !== "user" && lastRole !== "tool")
       v.check(`${field}[${last}].role`, "the last message is from the user or a tool");
-    const total = list.reduce((sum, m) => sum + m.content.length, 0);
+    const total = list.reduce((sum, m) => sum + charsOf(m), 0);
     if (total > l.maxTotalChars) v.check(field, `at most ${l.maxTotalChars} characters in all`);
   };
 }
@@ -86,17 +119,21 @@ const parameters = rule.fields<Parameters>({
 /** What each request must be, checked by `guarded()` after the policy; access and limits are in app/. */
 export function generationRules(l: RequestLimits): RequestRules<Definition> {
   return {
-    startGeneration: {
-      clientRequestId: rule.matches(ID, ID_FORMAT),
-      model: rule.check((m) =>
-        l.models.includes(m) ? undefined : `unknown model; one of ${l.models.join(", ")}`,
-      ),
-      messages: messages(l),
-      toolIds: ids,
-      fileIds: ids,
-      conversationId: rule.check((id) => (id && !ID.test(id) ? ID_FORMAT : undefined)),
-      parameters,
-    },
+    startGeneration: rule.fields<StartGenerationRequest>(
+      {
+        clientRequestId: rule.matches(ID, ID_FORMAT),
+        model: rule.check((m) =>
+          l.models.includes(m) ? undefined : `unknown model; one of ${l.models.join(", ")}`,
+        ),
+        messages: messages(l),
+        toolIds: ids,
+        fileIds: fileIdList(l.maxFileIds),
+        conversationId: rule.check((id) => (id && !ID.test(id) ? ID_FORMAT : undefined)),
+        parameters,
+        tools: toolsRule(l),
+      },
+      requestToolRule,
+    ),
     // A uint64 beyond 2^53 would be rounded by Number(): refused, by its proto name.
     followGeneration: { afterSequence: rule.sequence },
     getGeneration: {},
@@ -183,6 +220,8 @@ export function generationService(
         toolIds: req.toolIds,
         fileIds: req.fileIds,
         conversationId: req.conversationId,
+        tools: req.tools,
+        toolChoice: req.toolChoice,
       });
       return { generation: fromAggregate(generation, 1), created };
     },

@@ -50,6 +50,8 @@ export function claimHandler(d: ProduceDeps) {
       parameters: s.generation.request.parameters,
       toolIds: s.generation.request.toolIds,
       fileIds: s.generation.request.fileIds,
+      tools: s.generation.request.tools,
+      toolChoice: s.generation.request.toolChoice,
     });
     if (req.generationId) return respond(await ProducerSession.claim(deps, req.generationId, producer));
     const until = Date.now() + Math.min(req.waitMs, ctx.remainingMs());
@@ -64,7 +66,15 @@ export function claimHandler(d: ProduceDeps) {
       }
       await new Promise((r) => setTimeout(r, 200));
     } while (Date.now() < until && !ctx.signal.aborted);
-    return { lease: undefined, model: "", messages: [], parameters: undefined, toolIds: [], fileIds: [] };
+    return {
+      lease: undefined,
+      model: "",
+      messages: [],
+      parameters: undefined,
+      toolIds: [],
+      fileIds: [],
+      tools: [],
+    };
   };
 }
 

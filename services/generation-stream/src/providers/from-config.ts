@@ -25,6 +25,7 @@ export function providersFromConfig(config: GenConfig): Map<string, ModelProvide
       connectTimeoutMs: config.OPENAI_CONNECT_TIMEOUT_MS,
       firstTokenTimeoutMs: config.OPENAI_FIRST_TOKEN_TIMEOUT_MS,
       idleTimeoutMs: config.OPENAI_IDLE_TIMEOUT_MS,
+      maxAttempts: config.OPENAI_MAX_ATTEMPTS,
     });
     providers.set(name, provider);
   }

@@ -12,6 +12,7 @@ import { sleep } from "./sleep.js";
 import {
   cancelledError,
   type ModelChunk,
+  type ModelMessage,
   type ModelProvider,
   type ModelRequest,
   ProviderError,
@@ -291,15 +292,50 @@ class Exchange {
   }
 }
 
-function requestBody(model: string, req: ModelRequest): Record<string, unknown> {
+export function requestBody(model: string, req: ModelRequest): Record<string, unknown> {
   const body: Record<string, unknown> = {
     model,
-    messages: req.messages.map(({ role, content }) => ({ role, content })),
+    messages: req.messages.map(wireMessage),
     stream: true,
     stream_options: { include_usage: true },
   };
   if (req.params.temperature !== undefined) body.temperature = req.params.temperature;
-  if (req.params.maxTokens !== undefined) body.max_tokens = req.params.maxTokens;
+  // max_tokens is deprecated by OpenAI and refused by its reasoning models; max_completion_tokens
+  // bounds all completion tokens (reasoning included) and is what current compatible servers take.
+  if (req.params.maxTokens !== undefined) body.max_completion_tokens = req.params.maxTokens;
   if (req.params.topP !== undefined) body.top_p = req.params.topP;
+  if (req.tools !== undefined && req.tools.length > 0) {
+    body.tools = req.tools.map((t) => ({
+      type: "function",
+      function: {
+        name: t.name,
+        ...(t.description ? { description: t.description } : {}),
+        ...(t.parameters !== undefined ? { parameters: t.parameters } : {}),
+      },
+    }));
+  }
+  if (req.toolChoice !== undefined) {
+    body.tool_choice =
+      typeof req.toolChoice === "string"
+        ? req.toolChoice
+        : { type: "function", function: { name: req.toolChoice.function } };
+  }
   return body;
+}
+
+function wireMessage(m: ModelMessage): Record<string, unknown> {
+  if (m.role === "tool") return { role: "tool", tool_call_id: m.toolCallId ?? "", content: m.content };
+  if (m.role === "assistant" && m.toolCalls !== undefined && m.toolCalls.length > 0) {
+    return {
+      role: "assistant",
+      // OpenAI wants null, not "", for an assistant turn that only called tools.
+      content: m.content === "" ? null : m.content,
+      tool_calls: m.toolCalls.map((c) => ({
+        id: c.id,
+        type: "function",
+        function: { name: c.name, arguments: c.argumentsJson },
+      })),
+    };
+  }
+  return { role: m.role, content: m.content };
 }

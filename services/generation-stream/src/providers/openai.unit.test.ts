@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { InvalidArgumentError } from "@spool/kit";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import {
+  chatRequestProblem,
   type FakeOpenAI,
   type FakeScript,
   sse,
@@ -95,9 +96,126 @@ describe("OpenAIProvider", () => {
       stream: true,
       stream_options: { include_usage: true },
       temperature: 0.2,
-      max_tokens: 50,
+      max_completion_tokens: 50,
       top_p: 0.9,
     });
+    expect(received?.rejected).toBeUndefined();
+  });
+
+  it("sends tools, tool_choice, assistant tool calls and tool results as OpenAI expects them", async () => {
+    const server = await fake({ sse: textStream(["It is sunny."]) });
+    const req = request({
+      messages: [
+        { role: "user", content: "Weather in Paris?" },
+        {
+          role: "assistant",
+          content: "",
+          toolCalls: [{ id: "call_a", name: "get_weather", argumentsJson: '{"city":"Paris"}' }],
+        },
+        { role: "tool", content: '{"sky":"sunny"}', toolCallId: "call_a" },
+      ],
+      tools: [
+        {
+          name: "get_weather",
+          description: "Current weather",
+          parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+        },
+        { name: "get_time" },
+      ],
+      toolChoice: { function: "get_weather" },
+    });
+    const { chunks, error } = await run(provider(server.url).stream(req));
+    expect(error).toBeUndefined();
+    expect(texts(chunks)).toEqual(["It is sunny."]);
+    const [received] = server.requests;
+    expect(received?.rejected).toBeUndefined();
+    expect(received?.body).toMatchObject({
+      messages: [
+        { role: "user", content: "Weather in Paris?" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [
+            {
+              id: "call_a",
+              type: "function",
+              function: { name: "get_weather", arguments: '{"city":"Paris"}' },
+            },
+          ],
+        },
+        { role: "tool", tool_call_id: "call_a", content: '{"sky":"sunny"}' },
+      ],
+      tools: [
+        {
+          type: "function",
+          function: {
+            name: "get_weather",
+            description: "Current weather",
+            parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+          },
+        },
+        { type: "function", function: { name: "get_time" } },
+      ],
+      tool_choice: { type: "function", function: { name: "get_weather" } },
+    });
+  });
+
+  it("the fake server refuses what OpenAI refuses, so the body checks above can fail", async () => {
+    const valid = {
+      model: "m",
+      stream: true,
+      messages: [
+        { role: "user", content: "q" },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [{ id: "c1", type: "function", function: { name: "f", arguments: "{}" } }],
+        },
+        { role: "tool", tool_call_id: "c1", content: "r" },
+      ],
+      tools: [{ type: "function", function: { name: "f" } }],
+      tool_choice: "auto",
+      max_completion_tokens: 5,
+    };
+    expect(chatRequestProblem(valid)).toBeUndefined();
+    expect(chatRequestProblem({ ...valid, max_tokens: 5 })).toMatch(/max_completion_tokens/);
+    expect(chatRequestProblem({ ...valid, tools: undefined })).toMatch(/tool_choice/);
+    expect(
+      chatRequestProblem({ ...valid, tool_choice: { type: "function", function: { name: "g" } } }),
+    ).toMatch(/unknown function/);
+    const [q, a] = valid.messages;
+    expect(chatRequestProblem({ ...valid, messages: [q, a, { role: "tool", content: "r" }] })).toMatch(
+      /tool_call_id/,
+    );
+    expect(
+      chatRequestProblem({ ...valid, messages: [q, { role: "tool", tool_call_id: "c1", content: "r" }] }),
+    ).toMatch(/preceding message with 'tool_calls'/);
+    // Through the provider: a refused body is a non-retryable HTTP 400 naming the problem.
+    const server = await fake({ sse: textStream(["never"]) });
+    const { error } = await run(
+      provider(server.url).stream(request({ tools: [{ name: "f" }], toolChoice: { function: "nope" } })),
+    );
+    expect(error).toBeInstanceOf(ProviderError);
+    expect(error).toMatchObject({ reason: "http_error", status: 400, retryable: false });
+    expect(server.requests).toHaveLength(1);
+  });
+
+  it.each([
+    ["auto", "auto"],
+    ["none", "none"],
+    ["required", "required"],
+  ] as const)("sends tool_choice %s as the string OpenAI takes", async (choice, wire) => {
+    const server = await fake({ sse: textStream(["ok"]) });
+    await run(provider(server.url).stream(request({ tools: [{ name: "f" }], toolChoice: choice })));
+    expect(server.requests[0]?.rejected).toBeUndefined();
+    expect(server.requests[0]?.body).toMatchObject({ tool_choice: wire });
+  });
+
+  it("sends neither tools nor tool_choice when the request has none", async () => {
+    const server = await fake({ sse: textStream(["ok"]) });
+    await run(provider(server.url).stream(request({ tools: [] })));
+    expect(server.requests[0]?.body).not.toHaveProperty("tools");
+    expect(server.requests[0]?.body).not.toHaveProperty("tool_choice");
   });
 
   it("assembles tool calls split across chunks and emits each once, whole, at finish", async () => {

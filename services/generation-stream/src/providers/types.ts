@@ -4,10 +4,32 @@
 
 export type ModelRole = "system" | "user" | "assistant" | "tool";
 
+/** A tool call the model made in an earlier turn, as its assistant message carries it back. */
+export interface ModelToolCall {
+  id: string;
+  name: string;
+  argumentsJson: string;
+}
+
 export interface ModelMessage {
   role: ModelRole;
+  /** May be empty on an assistant message that carries tool calls. */
   content: string;
+  /** A "tool" message: the call whose result `content` is. */
+  toolCallId?: string;
+  /** An "assistant" message: the tool calls it made. */
+  toolCalls?: ModelToolCall[];
 }
+
+/** A function the model may call. */
+export interface ModelTool {
+  name: string;
+  description?: string;
+  /** JSON Schema of the arguments (an object), already parsed; absent: no arguments. */
+  parameters?: Record<string, unknown>;
+}
+
+export type ModelToolChoice = "auto" | "none" | "required" | { function: string };
 
 export interface ModelParams {
   temperature?: number;
@@ -20,6 +42,10 @@ export interface ModelRequest {
   model: string;
   messages: ModelMessage[];
   params: ModelParams;
+  /** Functions the model may call; providers without tool support ignore them. */
+  tools?: ModelTool[];
+  /** Absent: the provider's default. */
+  toolChoice?: ModelToolChoice;
   /** Aborting it stops the stream promptly with ProviderError reason "cancelled". */
   signal: AbortSignal;
 }

@@ -16,6 +16,8 @@ import {
   Message,
   Parameters,
   ToolCallRequested,
+  ToolChoice,
+  ToolDefinition,
   Usage,
 } from "./generation.js";
 
@@ -40,6 +42,8 @@ export interface GenerationRequested {
   toolIds: string[];
   fileIds: string[];
   conversationId: string;
+  tools: ToolDefinition[];
+  toolChoice?: ToolChoice | undefined;
 }
 
 /** A producer holds the generation until expires_at_ms unless it renews. */
@@ -55,10 +59,24 @@ export interface GenerationLeaseRenewed {
   expiresAtMs: bigint;
 }
 
-/** The lease ended before any output: the generation waits for a producer again. */
+/**
+ * The lease ended before any output: the generation waits for a producer again.
+ * Either the lease lapsed (failure_reason unset), or the producer's model
+ * provider failed transiently before any output and the producer gave the
+ * generation back for another attempt (failure_reason, attempt, retry_at_ms set).
+ */
 export interface GenerationRequeued {
   epoch: bigint;
   reason: string;
+  /**
+   * Why the attempt failed (PROVIDER_TIMEOUT or PROVIDER_ERROR); UNSPECIFIED
+   * when the lease lapsed.
+   */
+  failureReason: FailureReason;
+  /** The attempt that failed: 1 for the generation's first run. */
+  attempt: number;
+  /** Built-in workers do not claim it again before this (backoff); 0 = at once. */
+  retryAtMs: bigint;
 }
 
 export interface GenerationCancelRequested {
@@ -91,6 +109,8 @@ function createBaseGenerationRequested(): GenerationRequested {
     toolIds: [],
     fileIds: [],
     conversationId: "",
+    tools: [],
+    toolChoice: undefined,
   };
 }
 
@@ -125,6 +145,12 @@ export const GenerationRequested: MessageFns<GenerationRequested> = {
     }
     if (message.conversationId !== "") {
       writer.uint32(82).string(message.conversationId);
+    }
+    for (const v of message.tools) {
+      ToolDefinition.encode(v!, writer.uint32(90).fork()).join();
+    }
+    if (message.toolChoice !== undefined) {
+      ToolChoice.encode(message.toolChoice, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -222,6 +248,22 @@ export const GenerationRequested: MessageFns<GenerationRequested> = {
             message.conversationId = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.tools.push(ToolDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.toolChoice = ToolChoice.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -276,6 +318,14 @@ export const GenerationRequested: MessageFns<GenerationRequested> = {
         : isSet(object.conversation_id)
         ? globalThis.String(object.conversation_id)
         : "",
+      tools: globalThis.Array.isArray(object?.tools)
+        ? object.tools.map((e: any) => ToolDefinition.fromJSON(e))
+        : [],
+      toolChoice: isSet(object.toolChoice)
+        ? ToolChoice.fromJSON(object.toolChoice)
+        : isSet(object.tool_choice)
+        ? ToolChoice.fromJSON(object.tool_choice)
+        : undefined,
     };
   },
 
@@ -311,6 +361,12 @@ export const GenerationRequested: MessageFns<GenerationRequested> = {
     if (message.conversationId !== "") {
       obj.conversationId = message.conversationId;
     }
+    if (message.tools?.length) {
+      obj.tools = message.tools.map((e) => ToolDefinition.toJSON(e));
+    }
+    if (message.toolChoice !== undefined) {
+      obj.toolChoice = ToolChoice.toJSON(message.toolChoice);
+    }
     return obj;
   },
 
@@ -331,6 +387,10 @@ export const GenerationRequested: MessageFns<GenerationRequested> = {
     message.toolIds = object.toolIds?.map((e) => e) || [];
     message.fileIds = object.fileIds?.map((e) => e) || [];
     message.conversationId = object.conversationId ?? "";
+    message.tools = object.tools?.map((e) => ToolDefinition.fromPartial(e)) || [];
+    message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
+      ? ToolChoice.fromPartial(object.toolChoice)
+      : undefined;
     return message;
   },
 };
@@ -546,7 +606,7 @@ export const GenerationLeaseRenewed: MessageFns<GenerationLeaseRenewed> = {
 };
 
 function createBaseGenerationRequeued(): GenerationRequeued {
-  return { epoch: 0n, reason: "" };
+  return { epoch: 0n, reason: "", failureReason: 0, attempt: 0, retryAtMs: 0n };
 }
 
 export const GenerationRequeued: MessageFns<GenerationRequeued> = {
@@ -559,6 +619,18 @@ export const GenerationRequeued: MessageFns<GenerationRequeued> = {
     }
     if (message.reason !== "") {
       writer.uint32(18).string(message.reason);
+    }
+    if (message.failureReason !== 0) {
+      writer.uint32(24).int32(message.failureReason);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(32).uint32(message.attempt);
+    }
+    if (message.retryAtMs !== 0n) {
+      if (BigInt.asIntN(64, message.retryAtMs) !== message.retryAtMs) {
+        throw new globalThis.Error("value provided for field message.retryAtMs of type int64 too large");
+      }
+      writer.uint32(40).int64(message.retryAtMs);
     }
     return writer;
   },
@@ -592,6 +664,30 @@ export const GenerationRequeued: MessageFns<GenerationRequeued> = {
             message.reason = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.failureReason = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.retryAtMs = reader.int64() as bigint;
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -608,6 +704,17 @@ export const GenerationRequeued: MessageFns<GenerationRequeued> = {
     return {
       epoch: isSet(object.epoch) ? BigInt(object.epoch) : 0n,
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      failureReason: isSet(object.failureReason)
+        ? failureReasonFromJSON(object.failureReason)
+        : isSet(object.failure_reason)
+        ? failureReasonFromJSON(object.failure_reason)
+        : 0,
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      retryAtMs: isSet(object.retryAtMs)
+        ? BigInt(object.retryAtMs)
+        : isSet(object.retry_at_ms)
+        ? BigInt(object.retry_at_ms)
+        : 0n,
     };
   },
 
@@ -619,6 +726,15 @@ export const GenerationRequeued: MessageFns<GenerationRequeued> = {
     if (message.reason !== "") {
       obj.reason = message.reason;
     }
+    if (message.failureReason !== 0) {
+      obj.failureReason = failureReasonToJSON(message.failureReason);
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.retryAtMs !== 0n) {
+      obj.retryAtMs = message.retryAtMs.toString();
+    }
     return obj;
   },
 
@@ -629,6 +745,9 @@ export const GenerationRequeued: MessageFns<GenerationRequeued> = {
     const message = createBaseGenerationRequeued();
     message.epoch = (object.epoch !== undefined && object.epoch !== null) ? BigInt(object.epoch) : 0n;
     message.reason = object.reason ?? "";
+    message.failureReason = object.failureReason ?? 0;
+    message.attempt = object.attempt ?? 0;
+    message.retryAtMs = (object.retryAtMs !== undefined && object.retryAtMs !== null) ? BigInt(object.retryAtMs) : 0n;
     return message;
   },
 };

@@ -99,6 +99,13 @@ export enum FailureReason {
   /** FAILURE_REASON_PRODUCER_REPORTED - Reported by an external producer. */
   FAILURE_REASON_PRODUCER_REPORTED = 5,
   FAILURE_REASON_INTERNAL = 6,
+  /**
+   * FAILURE_REASON_PROVIDER_UNAVAILABLE - The model provider failed transiently (timeout, HTTP 408, 429 or 5xx, a
+   * broken connection) before any output on every attempt: the generation was
+   * re-queued after each failure, with backoff, up to
+   * SPOOL_GENERATION_MAX_ATTEMPTS runs in all.
+   */
+  FAILURE_REASON_PROVIDER_UNAVAILABLE = 7,
   UNRECOGNIZED = -1,
 }
 
@@ -125,6 +132,9 @@ export function failureReasonFromJSON(object: any): FailureReason {
     case 6:
     case "FAILURE_REASON_INTERNAL":
       return FailureReason.FAILURE_REASON_INTERNAL;
+    case 7:
+    case "FAILURE_REASON_PROVIDER_UNAVAILABLE":
+      return FailureReason.FAILURE_REASON_PROVIDER_UNAVAILABLE;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -148,7 +158,65 @@ export function failureReasonToJSON(object: FailureReason): string {
       return "FAILURE_REASON_PRODUCER_REPORTED";
     case FailureReason.FAILURE_REASON_INTERNAL:
       return "FAILURE_REASON_INTERNAL";
+    case FailureReason.FAILURE_REASON_PROVIDER_UNAVAILABLE:
+      return "FAILURE_REASON_PROVIDER_UNAVAILABLE";
     case FailureReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
+export enum ToolChoiceMode {
+  /** TOOL_CHOICE_MODE_UNSPECIFIED - The provider's default (tools given: the model decides). */
+  TOOL_CHOICE_MODE_UNSPECIFIED = 0,
+  /** TOOL_CHOICE_MODE_AUTO - The model decides whether to call a tool. */
+  TOOL_CHOICE_MODE_AUTO = 1,
+  /** TOOL_CHOICE_MODE_NONE - The model calls no tool. */
+  TOOL_CHOICE_MODE_NONE = 2,
+  /** TOOL_CHOICE_MODE_REQUIRED - The model calls at least one tool. */
+  TOOL_CHOICE_MODE_REQUIRED = 3,
+  /** TOOL_CHOICE_MODE_FUNCTION - The model calls the tool named in function_name. */
+  TOOL_CHOICE_MODE_FUNCTION = 4,
+  UNRECOGNIZED = -1,
+}
+
+export function toolChoiceModeFromJSON(object: any): ToolChoiceMode {
+  switch (object) {
+    case 0:
+    case "TOOL_CHOICE_MODE_UNSPECIFIED":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_UNSPECIFIED;
+    case 1:
+    case "TOOL_CHOICE_MODE_AUTO":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_AUTO;
+    case 2:
+    case "TOOL_CHOICE_MODE_NONE":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_NONE;
+    case 3:
+    case "TOOL_CHOICE_MODE_REQUIRED":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED;
+    case 4:
+    case "TOOL_CHOICE_MODE_FUNCTION":
+      return ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ToolChoiceMode.UNRECOGNIZED;
+  }
+}
+
+export function toolChoiceModeToJSON(object: ToolChoiceMode): string {
+  switch (object) {
+    case ToolChoiceMode.TOOL_CHOICE_MODE_UNSPECIFIED:
+      return "TOOL_CHOICE_MODE_UNSPECIFIED";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_AUTO:
+      return "TOOL_CHOICE_MODE_AUTO";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_NONE:
+      return "TOOL_CHOICE_MODE_NONE";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_REQUIRED:
+      return "TOOL_CHOICE_MODE_REQUIRED";
+    case ToolChoiceMode.TOOL_CHOICE_MODE_FUNCTION:
+      return "TOOL_CHOICE_MODE_FUNCTION";
+    case ToolChoiceMode.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";
   }
@@ -159,11 +227,52 @@ export interface Message {
   /** "system", "user", "assistant" or "tool". */
   role: string;
   /**
-   * Required for every role: a message carries only its text, so one that is
-   * empty or only whitespace is INVALID_ARGUMENT (field messages[i].content).
-   * At most 100,000 characters (server setting SPOOL_MAX_MESSAGE_CHARS).
+   * Required (not empty or only whitespace: INVALID_ARGUMENT on
+   * messages[i].content) for every role, except an assistant message that
+   * carries tool_calls, whose content may be empty. At most 100,000
+   * characters (server setting SPOOL_MAX_MESSAGE_CHARS).
    */
   content: string;
+  /**
+   * Required on, and only on, a "tool" message: the call_id of the tool call
+   * (in tool_calls of an earlier assistant message of the same request) whose
+   * result this message carries. 1-128 of letters, digits, '_', '-', '.', ':'.
+   */
+  toolCallId?:
+    | string
+    | undefined;
+  /**
+   * Only on an "assistant" message: the tool calls the model asked for in
+   * that turn (as a generation reported them in its tool_call events), at
+   * most SPOOL_MAX_TOOLS (128). call_id as for tool_call_id; tool_name as for
+   * ToolDefinition.name; arguments_json is passed on as the model wrote it
+   * and counts towards the message's and the request's character limits.
+   */
+  toolCalls: ToolCallRequested[];
+}
+
+/** A function the model may call (OpenAI-compatible "function" tool). */
+export interface ToolDefinition {
+  /** 1-64 of letters, digits, '_', '-'; unique within the request. */
+  name: string;
+  /** Optional; at most 1,024 characters (SPOOL_MAX_TOOL_DESCRIPTION_CHARS). */
+  description: string;
+  /**
+   * The arguments' JSON Schema, as JSON text that must be an object; empty
+   * means the function takes no arguments. At most 16,384 characters
+   * (SPOOL_MAX_TOOL_SCHEMA_CHARS).
+   */
+  parametersJson: string;
+}
+
+export interface ToolChoice {
+  /** Any mode but UNSPECIFIED needs tools in the request. */
+  mode: ToolChoiceMode;
+  /**
+   * Required with, and only with, TOOL_CHOICE_MODE_FUNCTION: one of the
+   * request's tools.
+   */
+  functionName: string;
 }
 
 export interface Parameters {
@@ -229,11 +338,29 @@ export interface StartGenerationRequest {
   parameters?:
     | Parameters
     | undefined;
-  /** At most 100 each; ids as for client_request_id. */
+  /** At most 100; ids as for client_request_id. */
   toolIds: string[];
+  /**
+   * Files (file-ingest ids) the generation may use: at most 100 (server
+   * setting SPOOL_MAX_FILE_IDS), each once, ids as for client_request_id.
+   * Each must be the caller's own (an owner's or admin's: their
+   * organisation's), scanned clean and not deleted; anything else is
+   * NOT_FOUND, except a file the caller may see that is still being scanned:
+   * FAILED_PRECONDITION (retry once it is clean). FAILED_PRECONDITION for any
+   * file when the deployment has no file attachments (SPOOL_FILES_ENABLED).
+   */
   fileIds: string[];
   /** Optional; when set, as for client_request_id. */
   conversationId: string;
+  /**
+   * Functions the model may call: at most 128 (SPOOL_MAX_TOOLS). Its calls
+   * arrive as tool_call events; answer them with a new generation whose
+   * messages end with the assistant's tool_calls and one "tool" message per
+   * call. The built-in model ignores tools.
+   */
+  tools: ToolDefinition[];
+  /** Unset: the provider's default. */
+  toolChoice?: ToolChoice | undefined;
 }
 
 export interface StartGenerationResponse {
@@ -371,6 +498,8 @@ export interface ClaimGenerationResponse {
   parameters?: Parameters | undefined;
   toolIds: string[];
   fileIds: string[];
+  tools: ToolDefinition[];
+  toolChoice?: ToolChoice | undefined;
 }
 
 export interface ProduceGenerationRequest {
@@ -415,7 +544,7 @@ export interface CancelRequested {
 }
 
 function createBaseMessage(): Message {
-  return { role: "", content: "" };
+  return { role: "", content: "", toolCallId: undefined, toolCalls: [] };
 }
 
 export const Message: MessageFns<Message> = {
@@ -425,6 +554,12 @@ export const Message: MessageFns<Message> = {
     }
     if (message.content !== "") {
       writer.uint32(18).string(message.content);
+    }
+    if (message.toolCallId !== undefined) {
+      writer.uint32(26).string(message.toolCallId);
+    }
+    for (const v of message.toolCalls) {
+      ToolCallRequested.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -458,6 +593,22 @@ export const Message: MessageFns<Message> = {
             message.content = reader.string();
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.toolCallId = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.toolCalls.push(ToolCallRequested.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -474,6 +625,16 @@ export const Message: MessageFns<Message> = {
     return {
       role: isSet(object.role) ? globalThis.String(object.role) : "",
       content: isSet(object.content) ? globalThis.String(object.content) : "",
+      toolCallId: isSet(object.toolCallId)
+        ? globalThis.String(object.toolCallId)
+        : isSet(object.tool_call_id)
+        ? globalThis.String(object.tool_call_id)
+        : undefined,
+      toolCalls: globalThis.Array.isArray(object?.toolCalls)
+        ? object.toolCalls.map((e: any) => ToolCallRequested.fromJSON(e))
+        : globalThis.Array.isArray(object?.tool_calls)
+        ? object.tool_calls.map((e: any) => ToolCallRequested.fromJSON(e))
+        : [],
     };
   },
 
@@ -485,6 +646,12 @@ export const Message: MessageFns<Message> = {
     if (message.content !== "") {
       obj.content = message.content;
     }
+    if (message.toolCallId !== undefined) {
+      obj.toolCallId = message.toolCallId;
+    }
+    if (message.toolCalls?.length) {
+      obj.toolCalls = message.toolCalls.map((e) => ToolCallRequested.toJSON(e));
+    }
     return obj;
   },
 
@@ -495,6 +662,202 @@ export const Message: MessageFns<Message> = {
     const message = createBaseMessage();
     message.role = object.role ?? "";
     message.content = object.content ?? "";
+    message.toolCallId = object.toolCallId ?? undefined;
+    message.toolCalls = object.toolCalls?.map((e) => ToolCallRequested.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseToolDefinition(): ToolDefinition {
+  return { name: "", description: "", parametersJson: "" };
+}
+
+export const ToolDefinition: MessageFns<ToolDefinition> = {
+  encode(message: ToolDefinition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.description !== "") {
+      writer.uint32(18).string(message.description);
+    }
+    if (message.parametersJson !== "") {
+      writer.uint32(26).string(message.parametersJson);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolDefinition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolDefinition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.description = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.parametersJson = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ToolDefinition {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      description: isSet(object.description) ? globalThis.String(object.description) : "",
+      parametersJson: isSet(object.parametersJson)
+        ? globalThis.String(object.parametersJson)
+        : isSet(object.parameters_json)
+        ? globalThis.String(object.parameters_json)
+        : "",
+    };
+  },
+
+  toJSON(message: ToolDefinition): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.description !== "") {
+      obj.description = message.description;
+    }
+    if (message.parametersJson !== "") {
+      obj.parametersJson = message.parametersJson;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ToolDefinition>): ToolDefinition {
+    return ToolDefinition.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ToolDefinition>): ToolDefinition {
+    const message = createBaseToolDefinition();
+    message.name = object.name ?? "";
+    message.description = object.description ?? "";
+    message.parametersJson = object.parametersJson ?? "";
+    return message;
+  },
+};
+
+function createBaseToolChoice(): ToolChoice {
+  return { mode: 0, functionName: "" };
+}
+
+export const ToolChoice: MessageFns<ToolChoice> = {
+  encode(message: ToolChoice, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mode !== 0) {
+      writer.uint32(8).int32(message.mode);
+    }
+    if (message.functionName !== "") {
+      writer.uint32(18).string(message.functionName);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ToolChoice {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseToolChoice();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.mode = reader.int32() as any;
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.functionName = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ToolChoice {
+    return {
+      mode: isSet(object.mode) ? toolChoiceModeFromJSON(object.mode) : 0,
+      functionName: isSet(object.functionName)
+        ? globalThis.String(object.functionName)
+        : isSet(object.function_name)
+        ? globalThis.String(object.function_name)
+        : "",
+    };
+  },
+
+  toJSON(message: ToolChoice): unknown {
+    const obj: any = {};
+    if (message.mode !== 0) {
+      obj.mode = toolChoiceModeToJSON(message.mode);
+    }
+    if (message.functionName !== "") {
+      obj.functionName = message.functionName;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ToolChoice>): ToolChoice {
+    return ToolChoice.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ToolChoice>): ToolChoice {
+    const message = createBaseToolChoice();
+    message.mode = object.mode ?? 0;
+    message.functionName = object.functionName ?? "";
     return message;
   },
 };
@@ -1046,6 +1409,8 @@ function createBaseStartGenerationRequest(): StartGenerationRequest {
     toolIds: [],
     fileIds: [],
     conversationId: "",
+    tools: [],
+    toolChoice: undefined,
   };
 }
 
@@ -1071,6 +1436,12 @@ export const StartGenerationRequest: MessageFns<StartGenerationRequest> = {
     }
     if (message.conversationId !== "") {
       writer.uint32(58).string(message.conversationId);
+    }
+    for (const v of message.tools) {
+      ToolDefinition.encode(v!, writer.uint32(66).fork()).join();
+    }
+    if (message.toolChoice !== undefined) {
+      ToolChoice.encode(message.toolChoice, writer.uint32(74).fork()).join();
     }
     return writer;
   },
@@ -1144,6 +1515,22 @@ export const StartGenerationRequest: MessageFns<StartGenerationRequest> = {
             message.conversationId = reader.string();
             continue;
           }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.tools.push(ToolDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.toolChoice = ToolChoice.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1181,6 +1568,14 @@ export const StartGenerationRequest: MessageFns<StartGenerationRequest> = {
         : isSet(object.conversation_id)
         ? globalThis.String(object.conversation_id)
         : "",
+      tools: globalThis.Array.isArray(object?.tools)
+        ? object.tools.map((e: any) => ToolDefinition.fromJSON(e))
+        : [],
+      toolChoice: isSet(object.toolChoice)
+        ? ToolChoice.fromJSON(object.toolChoice)
+        : isSet(object.tool_choice)
+        ? ToolChoice.fromJSON(object.tool_choice)
+        : undefined,
     };
   },
 
@@ -1207,6 +1602,12 @@ export const StartGenerationRequest: MessageFns<StartGenerationRequest> = {
     if (message.conversationId !== "") {
       obj.conversationId = message.conversationId;
     }
+    if (message.tools?.length) {
+      obj.tools = message.tools.map((e) => ToolDefinition.toJSON(e));
+    }
+    if (message.toolChoice !== undefined) {
+      obj.toolChoice = ToolChoice.toJSON(message.toolChoice);
+    }
     return obj;
   },
 
@@ -1224,6 +1625,10 @@ export const StartGenerationRequest: MessageFns<StartGenerationRequest> = {
     message.toolIds = object.toolIds?.map((e) => e) || [];
     message.fileIds = object.fileIds?.map((e) => e) || [];
     message.conversationId = object.conversationId ?? "";
+    message.tools = object.tools?.map((e) => ToolDefinition.fromPartial(e)) || [];
+    message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
+      ? ToolChoice.fromPartial(object.toolChoice)
+      : undefined;
     return message;
   },
 };
@@ -3297,7 +3702,16 @@ export const Lease: MessageFns<Lease> = {
 };
 
 function createBaseClaimGenerationResponse(): ClaimGenerationResponse {
-  return { lease: undefined, model: "", messages: [], parameters: undefined, toolIds: [], fileIds: [] };
+  return {
+    lease: undefined,
+    model: "",
+    messages: [],
+    parameters: undefined,
+    toolIds: [],
+    fileIds: [],
+    tools: [],
+    toolChoice: undefined,
+  };
 }
 
 export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
@@ -3319,6 +3733,12 @@ export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
     }
     for (const v of message.fileIds) {
       writer.uint32(50).string(v!);
+    }
+    for (const v of message.tools) {
+      ToolDefinition.encode(v!, writer.uint32(58).fork()).join();
+    }
+    if (message.toolChoice !== undefined) {
+      ToolChoice.encode(message.toolChoice, writer.uint32(66).fork()).join();
     }
     return writer;
   },
@@ -3384,6 +3804,22 @@ export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
             message.fileIds.push(reader.string());
             continue;
           }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.tools.push(ToolDefinition.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.toolChoice = ToolChoice.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3412,6 +3848,12 @@ export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
         : globalThis.Array.isArray(object?.file_ids)
         ? object.file_ids.map((e: any) => globalThis.String(e))
         : [],
+      tools: globalThis.Array.isArray(object?.tools) ? object.tools.map((e: any) => ToolDefinition.fromJSON(e)) : [],
+      toolChoice: isSet(object.toolChoice)
+        ? ToolChoice.fromJSON(object.toolChoice)
+        : isSet(object.tool_choice)
+        ? ToolChoice.fromJSON(object.tool_choice)
+        : undefined,
     };
   },
 
@@ -3435,6 +3877,12 @@ export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
     if (message.fileIds?.length) {
       obj.fileIds = message.fileIds;
     }
+    if (message.tools?.length) {
+      obj.tools = message.tools.map((e) => ToolDefinition.toJSON(e));
+    }
+    if (message.toolChoice !== undefined) {
+      obj.toolChoice = ToolChoice.toJSON(message.toolChoice);
+    }
     return obj;
   },
 
@@ -3451,6 +3899,10 @@ export const ClaimGenerationResponse: MessageFns<ClaimGenerationResponse> = {
       : undefined;
     message.toolIds = object.toolIds?.map((e) => e) || [];
     message.fileIds = object.fileIds?.map((e) => e) || [];
+    message.tools = object.tools?.map((e) => ToolDefinition.fromPartial(e)) || [];
+    message.toolChoice = (object.toolChoice !== undefined && object.toolChoice !== null)
+      ? ToolChoice.fromPartial(object.toolChoice)
+      : undefined;
     return message;
   },
 };
