@@ -25,7 +25,7 @@ export PATH := $(TOOLS)/bin:$(PATH)
 .PHONY: help tools install build generate proto-check lint format typecheck test test-unit test-int bench up down clean clean-dev
 
 help:
-	@echo "make up      run the stack (auth, generation-stream) against NATS, PostgreSQL and Redis on loopback;"
+	@echo "make up      run the stack (auth, generation-stream, file-ingest) against NATS, PostgreSQL and Redis on loopback;"
 	@echo "             ready when it says so, Ctrl-C stops it (logs in .dev/logs/)"
 	@echo "make clean-dev  delete this checkout's make up state (its NATS streams, database, Redis keys) and .dev/"
 	@echo "make test    lint, type-check, proto checks, unit and integration tests"

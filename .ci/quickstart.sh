@@ -5,7 +5,7 @@
 # they stand, then send SIGINT to make up's process group, as Ctrl-C does, and
 # require a clean stop. Any failure exits 1 saying what went wrong, with the end
 # of make up's output. Needs NATS, PostgreSQL and Redis on loopback and the
-# gRPC and metrics ports of make up (50061, 50062, 9461, 9462) free. It removes
+# gRPC and metrics ports of make up (50061, 50062, 50063, 9461, 9462, 9463) free. It removes
 # the build output (dist/) first, since a fresh clone has none.
 #
 # make up creates a development instance in .dev/ (scripts/dev-instance.sh).
@@ -71,7 +71,7 @@ awk '/^<!-- quickstart/ { m = 1; next }
      m == 2 { print }' README.md >"$work/quickstart.sh"
 grep -q 'bin/spool' "$work/quickstart.sh" || fail "no quick start block (after '<!-- quickstart') in README.md"
 
-for port in 50061 50062 9461 9462; do
+for port in 50061 50062 50063 9461 9462 9463; do
   ! listening "$port" || fail "127.0.0.1:$port is already in use; make up needs it"
 done
 
@@ -131,7 +131,7 @@ up_pid=
 # make reports an interrupt as 130 whatever its recipe did; make up's own verdict is its last line.
 [ "$status" -eq 130 ] || fail "make up exited with status $status after SIGINT (expected 130, make's interrupt status)"
 grep -q '^make up: stopped cleanly$' "$up_log" || fail "make up did not report a clean stop"
-for port in 50061 50062 9461 9462; do
+for port in 50061 50062 50063 9461 9462 9463; do
   ! listening "$port" || fail "127.0.0.1:$port still answers after make up stopped"
 done
 log "make up stopped cleanly"

@@ -11,7 +11,7 @@
 # Instance <id> uses:
 #   NATS     streams, subjects and KV buckets prefixed spool_<id> (SPOOL_STREAM_PREFIX)
 #   Postgres database spool_<id> (in SPOOL_DATABASE_URL)
-#   Redis    keys under spool:<id>: (each service's SPOOL_REDIS_PREFIX: spool:<id>:auth:, spool:<id>:gen:)
+#   Redis    keys under spool:<id>: (each service's SPOOL_REDIS_PREFIX: spool:<id>:auth:, spool:<id>:gen:, spool:<id>:files:)
 # A variable the user sets explicitly wins; then that state is not named after
 # the instance, and scripts/clean-dev.sh leaves it alone.
 
@@ -55,7 +55,7 @@ dev_env() {
   export SPOOL_STREAM_PREFIX=${SPOOL_STREAM_PREFIX:-$instance_stream_prefix}
 }
 
-# SPOOL_REDIS_PREFIX for service $1 (its short name: auth, gen): the user's
+# SPOOL_REDIS_PREFIX for service $1 (its short name: auth, gen, files): the user's
 # when set (then shared by every service, as without make up), else the
 # instance's.
 dev_redis_prefix() {

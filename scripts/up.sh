@@ -24,9 +24,9 @@ cd "$(dirname "$0")/.."
 logs=.dev/logs
 timeout_s=${SPOOL_UP_TIMEOUT_SECONDS:-120}
 # name|gRPC port|metrics port|short name (in its Redis prefix), in start order:
-# generation-stream verifies tokens against the signing keys auth publishes at
-# start, so auth comes first.
-services=("auth|50061|9461|auth" "generation-stream|50062|9462|gen")
+# generation-stream and file-ingest verify tokens against the signing keys auth
+# publishes at start, so auth comes first.
+services=("auth|50061|9461|auth" "generation-stream|50062|9462|gen" "file-ingest|50063|9463|files")
 names=()
 pids=()
 stopping=
@@ -183,7 +183,7 @@ gen bootstrap-admin-password "console.log(require('crypto').randomBytes(18).toSt
 database=${SPOOL_DATABASE_URL##*/}
 database=${database%%\?*}
 echo "make up: instance $instance ($dev_instance_file): NATS prefix $SPOOL_STREAM_PREFIX, database $database," \
-  "Redis prefixes $(dev_redis_prefix auth) $(dev_redis_prefix gen)"
+  "Redis prefixes $(dev_redis_prefix auth) $(dev_redis_prefix gen) $(dev_redis_prefix files)"
 
 export SPOOL_ENV=${SPOOL_ENV:-development}
 export SPOOL_GRPC_HOST=127.0.0.1
@@ -191,6 +191,10 @@ export SPOOL_MASTER_KEYS_FILE=$secrets/master-keys
 export SPOOL_TOKEN_SECRET_FILE=$secrets/token-secret
 export SPOOL_BOOTSTRAP_ADMIN_PASSWORD_FILE=$secrets/bootstrap-admin-password
 export SPOOL_BOOTSTRAP_ADMIN_EMAIL=${SPOOL_BOOTSTRAP_ADMIN_EMAIL:-admin@spool.local}
+# file-ingest: blobs and scratch space in this checkout's .dev/ (make clean-dev removes them);
+# the development scanner ("none") passes every file as clean: production requires clamd.
+export SPOOL_BLOB_DIR=${SPOOL_BLOB_DIR:-$PWD/.dev/blobs}
+export SPOOL_WORK_DIR=${SPOOL_WORK_DIR:-$PWD/.dev/file-work}
 
 # Each service runs in its own session (setsid), so a Ctrl-C on the terminal
 # reaches this script only and each service gets exactly one SIGTERM, from
@@ -244,12 +248,12 @@ for spec in "${services[@]}"; do
 done
 
 cat <<MSG
-make up: ready: instance $instance: auth on 127.0.0.1:50061, generation-stream on 127.0.0.1:50062 (logs in $logs/; Ctrl-C stops both)
+make up: ready: instance $instance: auth on 127.0.0.1:50061, generation-stream on 127.0.0.1:50062, file-ingest on 127.0.0.1:50063 (logs in $logs/; Ctrl-C stops them all)
 From another terminal, the quick start in README.md, starting with:
   bin/spool login --email $SPOOL_BOOTSTRAP_ADMIN_EMAIL --password-file $secrets/bootstrap-admin-password
 MSG
 
-# Until a signal, or until a service exits on its own (which stops the other).
+# Until a signal, or until a service exits on its own (which stops the others).
 status=0
 exited=
 wait -n -p exited "${pids[@]}" || status=$?

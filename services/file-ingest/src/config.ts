@@ -2,6 +2,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { baseConfigShape, ConfigError, envBoolean, loadConfig } from "@spool/kit";
 import { z } from "zod";
+import { sourcesConfigProblems, sourcesConfigShape } from "./sources/config.js";
 
 const int = (def: number, min: number, max: number) => z.coerce.number().int().min(min).max(max).default(def);
 const MiB = 1024 * 1024;
@@ -42,8 +43,8 @@ export const filesConfigShape = {
   /** The filesystem store's directory (blobs and their staging area). Required in production with BLOB_STORE=fs. */
   BLOB_DIR: z.string().default(""),
   /** An unreferenced blob is collected only this long after its last commit. */
-  BLOB_GC_GRACE_SECONDS: int(3_600, 60, 30 * 86_400),
-  BLOB_GC_INTERVAL_SECONDS: int(600, 10, 86_400),
+  BLOB_GC_GRACE_SECONDS: int(86_400, 60, 30 * 86_400),
+  BLOB_GC_INTERVAL_SECONDS: int(3_600, 10, 86_400),
   /** Scratch space for archive expansion (emptied after each expansion). */
   WORK_DIR: z.string().default(""),
 
@@ -109,6 +110,9 @@ export const filesConfigShape = {
   LIST_WAIT_MAX_MS: int(5_000, 0, 60_000),
   /** Bytes per DownloadFile message. */
   DOWNLOAD_CHUNK_BYTES: int(256 * 1024, 1024, 4 * MiB),
+
+  // --- sources and snapshots (src/sources) ---
+  ...sourcesConfigShape,
 };
 
 export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
@@ -135,6 +139,7 @@ export function loadFilesConfig(env: NodeJS.ProcessEnv = process.env) {
   const importUnsafeTargets = list(config.IMPORT_UNSAFE_ALLOWED_TARGETS);
   if (production && importUnsafeTargets.length > 0)
     problems.push("SPOOL_IMPORT_UNSAFE_ALLOWED_TARGETS: not allowed in production");
+  problems.push(...sourcesConfigProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   const scratch = join(tmpdir(), "spool-file-ingest");
   return {

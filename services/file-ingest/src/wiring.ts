@@ -19,6 +19,7 @@ import { createClamdScanner } from "./scanning/clamd-scanner.js";
 import { createNoopScanner } from "./scanning/noop-scanner.js";
 import { startScanReactor } from "./scanning/scan-reactor.js";
 import type { Scanner } from "./scanning/scanner.js";
+import { registerSourceService } from "./sources/index.js";
 
 export interface RunningFiles extends StartedService {
   files: Files;
@@ -26,6 +27,8 @@ export interface RunningFiles extends StartedService {
   collector: BlobCollector;
   quota: OrgQuota;
   readModel: FilesReadModel;
+  /** What the blob collector asks: is a blob still referenced (files or sources)? */
+  isReferenced(sha256: string): Promise<boolean>;
   /** The FILES stream's last sequence (tests: "nothing was appended"). */
   head(): Promise<number>;
 }
@@ -67,9 +70,13 @@ export async function startFileIngest(
     { name: "uploads_per_user", limit: limits.uploadsPerWindow, periodMs: limits.windowMs },
   ]);
   const files = new Files({ store: p.store, blobs, quota, rate, limits, logger });
+  // Sources and snapshots: SourceService and its projection (src/sources).
+  const sources = registerSourceService(p, config, { blobs, workDir: config.workDir });
+  const isReferenced = async (sha256: string) =>
+    (await readModel.isReferenced(sha256)) || (await sources.isReferenced(sha256));
   const collector = new BlobCollector({
     store: blobs,
-    isReferenced: (sha256) => readModel.isReferenced(sha256),
+    isReferenced,
     graceMs: config.BLOB_GC_GRACE_SECONDS * 1000,
     intervalMs: config.BLOB_GC_INTERVAL_SECONDS * 1000,
     logger,
@@ -122,6 +129,7 @@ export async function startFileIngest(
     collector,
     quota,
     readModel,
+    isReferenced,
     head: () => p.head(FILES_STREAM.name),
   };
 }
