@@ -43,24 +43,44 @@ const USAGE = `usage: spool <login|refresh|logout|whoami|generate|follow> [optio
 common:    --auth HOST:PORT (default $SPOOL_AUTH_ADDR or 127.0.0.1:50061)
            --gen HOST:PORT  (default $SPOOL_GEN_ADDR or 127.0.0.1:50062)`;
 
+const OPTIONS = {
+  auth: { type: "string" },
+  gen: { type: "string" },
+  model: { type: "string" },
+  prompt: { type: "string" },
+  "request-id": { type: "string" },
+  "no-follow": { type: "boolean" },
+  id: { type: "string" },
+  after: { type: "string" },
+  snapshot: { type: "boolean" },
+  email: { type: "string" },
+  password: { type: "string" },
+  "password-file": { type: "string" },
+  "refresh-token": { type: "string" },
+  "access-token": { type: "string" },
+} as const;
+
+/**
+ * `--name value` as `--name=value` for options that take a value, so a value
+ * starting with "-" (a generation id may: they are base64url) is read as the
+ * value, not refused as an ambiguous option.
+ */
+function joinValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const name = arg.startsWith("--") && !arg.includes("=") ? arg.slice(2) : "";
+    const option = (OPTIONS as Record<string, { type: string }>)[name];
+    if (option?.type === "string" && i + 1 < argv.length) out.push(`${arg}=${argv[++i]}`);
+    else out.push(arg);
+  }
+  return out;
+}
+
 const { positionals, values } = parseArgs({
+  args: joinValues(process.argv.slice(2)),
   allowPositionals: true,
-  options: {
-    auth: { type: "string" },
-    gen: { type: "string" },
-    model: { type: "string" },
-    prompt: { type: "string" },
-    "request-id": { type: "string" },
-    "no-follow": { type: "boolean" },
-    id: { type: "string" },
-    after: { type: "string" },
-    snapshot: { type: "boolean" },
-    email: { type: "string" },
-    password: { type: "string" },
-    "password-file": { type: "string" },
-    "refresh-token": { type: "string" },
-    "access-token": { type: "string" },
-  },
+  options: OPTIONS,
 });
 
 function need(name: keyof typeof values): string {
