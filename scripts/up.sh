@@ -195,6 +195,8 @@ export SPOOL_BOOTSTRAP_ADMIN_EMAIL=${SPOOL_BOOTSTRAP_ADMIN_EMAIL:-admin@spool.lo
 # the development scanner ("none") passes every file as clean: production requires clamd.
 export SPOOL_BLOB_DIR=${SPOOL_BLOB_DIR:-$PWD/.dev/blobs}
 export SPOOL_WORK_DIR=${SPOOL_WORK_DIR:-$PWD/.dev/file-work}
+# generation-stream checks StartGeneration's file ids against the FILES events file-ingest writes.
+export SPOOL_FILES_ENABLED=${SPOOL_FILES_ENABLED:-true}
 
 # Each service runs in its own session (setsid), so a Ctrl-C on the terminal
 # reaches this script only and each service gets exactly one SIGTERM, from
