@@ -17,7 +17,6 @@ import { credentials } from "@grpc/grpc-js";
 import { connect } from "@nats-io/transport-node";
 import { startTestAuth, type TestAuth } from "@spool/auth/testing";
 import { authCall, filesEnv } from "@spool/file-ingest/testing";
-import { FileServiceClient } from "@spool/proto/spool/files/v1/files.js";
 import { type Child, type Isolated, isolate, runTs } from "@spool/testing";
 import {
   type ArchiveBenchFigure,
@@ -36,6 +35,7 @@ import {
   rawHashWrite,
   sampleMemory,
   seededBlock,
+  UploadBenchClient,
   type UploadResult,
   uploadStream,
 } from "./upload.js";
@@ -71,6 +71,8 @@ function settings() {
     quietWaitMs: envInt("SPOOL_BENCH_FILES_QUIET_WAIT_MS", 5_000, 0),
     /** Set: the service writes a V8 CPU profile (--cpu-prof) here. */
     profileDir: process.env.SPOOL_BENCH_FILES_PROFILE_DIR ?? "",
+    /** Extra Node options for the service (e.g. --trace-gc), after the profile's. */
+    serviceNodeOptions: process.env.SPOOL_BENCH_FILES_SERVICE_NODE_OPTIONS ?? "",
     /** Set: the service's log is written to this file at the end. */
     serviceLog: process.env.SPOOL_BENCH_FILES_SERVICE_LOG ?? "",
     /** Seed of the upload's bytes (default: random, so the blob is new). */
@@ -159,7 +161,16 @@ function serviceEnv(slice: Isolated, auth: TestAuth, blobDir: string, s: Setting
     }),
     SPOOL_MASTER_KEYS: auth.env.SPOOL_MASTER_KEYS ?? "",
     SPOOL_TOKEN_SECRET: auth.env.SPOOL_TOKEN_SECRET ?? "",
-    ...(s.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${s.profileDir}` } : {}),
+    ...(s.profileDir || s.serviceNodeOptions
+      ? {
+          NODE_OPTIONS: [
+            s.profileDir ? `--cpu-prof --cpu-prof-dir=${s.profileDir}` : "",
+            s.serviceNodeOptions,
+          ]
+            .filter(Boolean)
+            .join(" "),
+        }
+      : {}),
   };
 }
 
@@ -208,7 +219,7 @@ async function uploadStep(
   blobDir: string,
 ): Promise<UploadStep> {
   const pid = svc.child.proc.pid ?? 0;
-  const client = new FileServiceClient(`127.0.0.1:${svc.port}`, credentials.createInsecure());
+  const client = new UploadBenchClient(`127.0.0.1:${svc.port}`, credentials.createInsecure());
   try {
     // A small upload first, so the measured one does not pay for the first call (key fetch, connections, JIT).
     const warm = await uploadStream(client, token, block, 1, {

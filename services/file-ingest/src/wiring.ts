@@ -1,5 +1,4 @@
 import { AuthStreams, principalOf, RateLimiter, type StartedService, startPlatform } from "@spool/kit";
-import { FileServiceService } from "@spool/proto/spool/files/v1/files.js";
 import { expandArchiveFile } from "./app/expand-archive.js";
 import { Files } from "./app/files.js";
 import { importUrl } from "./app/import-url.js";
@@ -13,6 +12,7 @@ import { FILES_STREAM } from "./domain/events.js";
 import { fileService } from "./grpc/file-service.js";
 import { fromState } from "./grpc/mapping.js";
 import { filePolicies, fileRules } from "./grpc/policies.js";
+import { fileServiceDefinition } from "./grpc/upload-codec.js";
 import { OrgQuota } from "./limits/org-quota.js";
 import { FilesReadModel, filesProjection } from "./projections/files.js";
 import { createClamdScanner } from "./scanning/clamd-scanner.js";
@@ -97,7 +97,7 @@ export async function startFileIngest(
   };
   const expandSettings = { workDir: config.workDir, limits: archiveLimits(config) };
   p.addGuardedService(
-    FileServiceService,
+    fileServiceDefinition,
     fileService({
       files,
       readModel,
