@@ -21,7 +21,7 @@ import {
   type StageOptions,
   type StoredBlob,
 } from "./blob-store.js";
-import { errorCode, fsyncDirectory, removeStaleTempFiles, stageToFile } from "./staging.js";
+import { errorCode, fsyncDirectory, removeStaleTempFiles, stagedBlob, stageToFile } from "./staging.js";
 
 export interface FsBlobStoreOptions {
   /** The store's directory (created if missing); nothing outside it is ever written. */
@@ -97,23 +97,7 @@ export async function createFsBlobStore(options: FsBlobStoreOptions): Promise<Fs
   }
 
   async function stage(source: AsyncIterable<Uint8Array>, stageOptions: StageOptions): Promise<StagedBlob> {
-    const file = await stageToFile(tmpDir, source, stageOptions);
-    let state: "staged" | "committed" | "discarded" = "staged";
-    return {
-      sha256: file.sha256,
-      size: file.size,
-      async commit() {
-        if (state === "committed") return;
-        if (state === "discarded") throw new Error("the staged blob was discarded");
-        await publish(file.path, file.sha256);
-        state = "committed";
-        await rm(file.path, { force: true });
-      },
-      async discard() {
-        if (state === "staged") state = "discarded";
-        await rm(file.path, { force: true });
-      },
-    };
+    return stagedBlob(await stageToFile(tmpDir, source, stageOptions), publish);
   }
 
   async function statBlob(sha256: string): Promise<StoredBlob | undefined> {

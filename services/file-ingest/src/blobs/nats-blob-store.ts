@@ -16,7 +16,7 @@
 // library and they touch the winner), a touch moves the meta's sequence, and
 // the collector's delete is conditional on the sequence it read.
 import { createReadStream } from "node:fs";
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Readable } from "node:stream";
@@ -40,7 +40,7 @@ import {
   type StoredBlob,
 } from "./blob-store.js";
 import { assertRange, DEFAULT_STALE_TEMP_MS } from "./fs-blob-store.js";
-import { removeStaleTempFiles, stageToFile } from "./staging.js";
+import { removeStaleTempFiles, stagedBlob, stageToFile } from "./staging.js";
 
 export interface NatsBlobStoreOptions {
   nc: NatsConnection;
@@ -180,23 +180,7 @@ export async function createNatsBlobStore(options: NatsBlobStoreOptions): Promis
   }
 
   async function stage(source: AsyncIterable<Uint8Array>, stageOptions: StageOptions): Promise<StagedBlob> {
-    const file = await stageToFile(stagingDir, source, stageOptions);
-    let state: "staged" | "committed" | "discarded" = "staged";
-    return {
-      sha256: file.sha256,
-      size: file.size,
-      async commit() {
-        if (state === "committed") return;
-        if (state === "discarded") throw new Error("the staged blob was discarded");
-        await publish(file.path, file.sha256);
-        state = "committed";
-        await rm(file.path, { force: true });
-      },
-      async discard() {
-        if (state === "staged") state = "discarded";
-        await rm(file.path, { force: true });
-      },
-    };
+    return stagedBlob(await stageToFile(stagingDir, source, stageOptions), publish);
   }
 
   async function statBlob(sha256: string): Promise<StoredBlob | undefined> {

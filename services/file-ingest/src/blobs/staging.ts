@@ -6,7 +6,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { constants } from "node:fs";
 import { open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { BlobTooLargeError, type StageOptions } from "./blob-store.js";
+import { BlobTooLargeError, type StagedBlob, type StageOptions } from "./blob-store.js";
 
 /** Temporary names: 32 random hex digits; nothing else in a staging directory is ever touched. */
 const TEMP_NAME = /^[0-9a-f]{32}\.part$/;
@@ -52,6 +52,33 @@ export async function stageToFile(
     await rm(path, { force: true });
     throw e;
   }
+}
+
+/**
+ * A staged file as a StagedBlob: `publish` moves its bytes under their hash
+ * (each store its own way); commit is idempotent, a discarded blob cannot be
+ * committed, and the temporary file goes either way.
+ */
+export function stagedBlob(
+  file: StagedFile,
+  publish: (path: string, sha256: string) => Promise<unknown>,
+): StagedBlob {
+  let state: "staged" | "committed" | "discarded" = "staged";
+  return {
+    sha256: file.sha256,
+    size: file.size,
+    async commit() {
+      if (state === "committed") return;
+      if (state === "discarded") throw new Error("the staged blob was discarded");
+      await publish(file.path, file.sha256);
+      state = "committed";
+      await rm(file.path, { force: true });
+    },
+    async discard() {
+      if (state === "staged") state = "discarded";
+      await rm(file.path, { force: true });
+    },
+  };
 }
 
 /** Rejects with the signal's reason as soon as it aborts, even while `promise` is still pending. */
