@@ -24,9 +24,10 @@ cd "$(dirname "$0")/.."
 logs=.dev/logs
 timeout_s=${SPOOL_UP_TIMEOUT_SECONDS:-120}
 # name|gRPC port|metrics port|short name (in its Redis prefix), in start order:
-# generation-stream and file-ingest verify tokens against the signing keys auth
-# publishes at start, so auth comes first.
-services=("auth|50061|9461|auth" "generation-stream|50062|9462|gen" "file-ingest|50063|9463|files")
+# file-ingest and generation-stream verify tokens against the signing keys auth
+# publishes at start, so auth comes first; generation-stream reads the FILES
+# stream file-ingest creates (SPOOL_FILES_ENABLED below), so file-ingest is next.
+services=("auth|50061|9461|auth" "file-ingest|50063|9463|files" "generation-stream|50062|9462|gen")
 names=()
 pids=()
 stopping=
@@ -250,7 +251,7 @@ for spec in "${services[@]}"; do
 done
 
 cat <<MSG
-make up: ready: instance $instance: auth on 127.0.0.1:50061, generation-stream on 127.0.0.1:50062, file-ingest on 127.0.0.1:50063 (logs in $logs/; Ctrl-C stops them all)
+make up: ready: instance $instance: auth on 127.0.0.1:50061, file-ingest on 127.0.0.1:50063, generation-stream on 127.0.0.1:50062 (logs in $logs/; Ctrl-C stops them all)
 From another terminal, the quick start in README.md, starting with:
   bin/spool login --email $SPOOL_BOOTSTRAP_ADMIN_EMAIL --password-file $secrets/bootstrap-admin-password
 MSG
