@@ -14,7 +14,7 @@ import type {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
+import { authCall, bearer, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("authz");
 let stack: Stack;
@@ -124,21 +124,7 @@ async function addUser(ownerToken: string, email: string, password: string, role
 
 async function startGen(token: string, requestId: string) {
   const g = gen();
-  const r = await call(
-    g.startGeneration,
-    g,
-    {
-      clientRequestId: requestId,
-      model: "builtin",
-      messages: [{ role: "user", content: "hello", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
-    token,
-  );
+  const r = await call(g.startGeneration, g, startRequest(requestId, "hello"), token);
   return r.generation!.generationId;
 }
 

@@ -4,7 +4,7 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { authCall, call, type Stack, startStack } from "./harness.js";
+import { authCall, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("gencli");
 const SPOOL = fileURLToPath(new URL("../../../bin/spool", import.meta.url));
@@ -30,21 +30,7 @@ beforeAll(async () => {
   token = (
     await authCall(a.login, a, { email: "admin@spool.test", password: "correct horse battery staple 42" })
   ).tokens!.accessToken;
-  const r = await call(
-    stack.client.startGeneration,
-    stack.client,
-    {
-      clientRequestId: "cli",
-      model: "builtin",
-      messages: [{ role: "user", content: "hello", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
-    token,
-  );
+  const r = await call(stack.client.startGeneration, stack.client, startRequest("cli", "hello"), token);
   generationId = r.generation!.generationId;
 });
 afterAll(async () => {

@@ -14,7 +14,7 @@ import { eventually, useInfra } from "@spool/testing";
 import { type TranscriptItem, verifyTranscript } from "@spool/transcript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openFollow } from "./follow-client.js";
-import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
+import { authCall, bearer, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("gencomplete");
 let stack: Stack;
@@ -55,16 +55,7 @@ async function start(requestId: string, model: string): Promise<string> {
   const r = await call(
     stack.client.startGeneration,
     stack.client,
-    {
-      clientRequestId: requestId,
-      model,
-      messages: [{ role: "user", content: "hello", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
+    startRequest(requestId, "hello", { model }),
     userToken,
   );
   return r.generation!.generationId;

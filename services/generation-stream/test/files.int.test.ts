@@ -8,7 +8,7 @@ import { Role } from "@spool/proto/spool/auth/v1/auth.js";
 import { FileOrigin, ScanVerdict } from "@spool/proto/spool/files/v1/events.js";
 import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { authCall, call, type Stack, startStack } from "./harness.js";
+import { authCall, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genfiles");
 const ADMIN = { email: "admin@spool.test", password: "correct horse battery staple 42" };
@@ -127,16 +127,7 @@ const start = (caller: Caller, fileIds: string[], clientRequestId = `files-${++r
   call(
     stack.client.startGeneration,
     stack.client,
-    {
-      clientRequestId,
-      model: "builtin",
-      messages: [{ role: "user", content: "summarise the attached files", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds,
-      conversationId: "",
-      tools: [],
-    },
+    startRequest(clientRequestId, "summarise the attached files", { fileIds }),
     caller.token,
   );
 

@@ -6,7 +6,7 @@ import type {
 import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuiltinModel } from "../src/providers/index.js";
-import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
+import { authCall, bearer, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genfollow");
 let stack: Stack;
@@ -56,23 +56,8 @@ function follow(
 }
 
 const start = async (requestId: string) =>
-  (
-    await call(
-      stack.client.startGeneration,
-      stack.client,
-      {
-        clientRequestId: requestId,
-        model: "builtin",
-        messages: [{ role: "user", content: requestId, toolCalls: [] }],
-        parameters: undefined,
-        toolIds: [],
-        fileIds: [],
-        conversationId: "",
-        tools: [],
-      },
-      token,
-    )
-  ).generation!.generationId;
+  (await call(stack.client.startGeneration, stack.client, startRequest(requestId, requestId), token))
+    .generation!.generationId;
 
 const sequences = (events: GenerationEvent[]) => events.map((e) => Number(e.sequence));
 

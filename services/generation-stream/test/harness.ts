@@ -1,6 +1,10 @@
 import { credentials } from "@grpc/grpc-js";
 import { call as authCall, authEnv, startTestAuth, type TestAuth } from "@spool/auth/testing";
-import { GenerationServiceClient } from "@spool/proto/spool/generation/v1/generation.js";
+import {
+  type DeepPartial,
+  GenerationServiceClient,
+  StartGenerationRequest,
+} from "@spool/proto/spool/generation/v1/generation.js";
 import type { Isolated } from "@spool/testing";
 import { loadGenConfig } from "../src/config.js";
 import type { ModelProvider } from "../src/providers/index.js";
@@ -77,3 +81,17 @@ function pick(env: Record<string, string>, keys: string[]): Record<string, strin
 }
 
 export { bearer, call } from "@spool/testing";
+
+/** A StartGenerationRequest of one user message to the built-in model; `more` sets anything else. */
+export function startRequest(
+  clientRequestId: string,
+  prompt: string,
+  more: DeepPartial<StartGenerationRequest> = {},
+): StartGenerationRequest {
+  return StartGenerationRequest.fromPartial({
+    clientRequestId,
+    model: "builtin",
+    messages: [{ role: "user", content: prompt }],
+    ...more,
+  });
+}

@@ -11,7 +11,7 @@ import { GenerationStatus } from "@spool/proto/spool/generation/v1/generation.js
 import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openFollow } from "./follow-client.js";
-import { authCall, call, type Stack, startStack } from "./harness.js";
+import { authCall, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genowner");
 let stack: Stack;
@@ -50,16 +50,7 @@ async function start(token: string, clientRequestId: string) {
   const r = await call(
     stack.client.startGeneration,
     stack.client,
-    {
-      clientRequestId,
-      model: "builtin",
-      messages: [{ role: "user", content: "hello", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
+    startRequest(clientRequestId, "hello"),
     token,
   );
   return r;

@@ -11,7 +11,7 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { eventually, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { authCall, bearer, call, type Stack, startStack } from "./harness.js";
+import { authCall, bearer, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genprod");
 let stack: Stack;
@@ -75,16 +75,7 @@ const startExternal = async (requestId: string, token = userToken) =>
     await call(
       stack.client.startGeneration,
       stack.client,
-      {
-        clientRequestId: requestId,
-        model: "external",
-        messages: [{ role: "user", content: "hi", toolCalls: [] }],
-        parameters: undefined,
-        toolIds: [],
-        fileIds: [],
-        conversationId: "",
-        tools: [],
-      },
+      startRequest(requestId, "hi", { model: "external" }),
       token,
     )
   ).generation!.generationId;

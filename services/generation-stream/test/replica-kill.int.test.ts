@@ -8,7 +8,7 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { type Child, runTs, useInfra } from "@spool/testing";
 import { afterAll, describe, expect, it } from "vitest";
-import { authCall, genEnv } from "./harness.js";
+import { authCall, genEnv, startRequest } from "./harness.js";
 
 const infra = useInfra("genkill");
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
@@ -51,19 +51,8 @@ for (const workers of [1, 2]) {
       const meta = new Metadata();
       meta.set("authorization", `Bearer ${token}`);
       const started = await new Promise<string>((resolve, reject) =>
-        producerReplica.client.startGeneration(
-          {
-            clientRequestId: `doomed-${workers}`,
-            model: "builtin",
-            messages: [{ role: "user", content: "go", toolCalls: [] }],
-            parameters: undefined,
-            toolIds: [],
-            fileIds: [],
-            conversationId: "",
-            tools: [],
-          },
-          meta,
-          (err, res) => (err ? reject(err) : resolve(res!.generation!.generationId)),
+        producerReplica.client.startGeneration(startRequest(`doomed-${workers}`, "go"), meta, (err, res) =>
+          err ? reject(err) : resolve(res!.generation!.generationId),
         ),
       );
       // The first replica's worker has claimed it (its `started` event is out) before the second exists.
@@ -128,19 +117,8 @@ for (const workers of [1, 2]) {
       const meta = new Metadata();
       meta.set("authorization", `Bearer ${token}`);
       const id = await new Promise<string>((resolve, reject) =>
-        second.client.startGeneration(
-          {
-            clientRequestId: `graceful-${workers}`,
-            model: "builtin",
-            messages: [{ role: "user", content: "go", toolCalls: [] }],
-            parameters: undefined,
-            toolIds: [],
-            fileIds: [],
-            conversationId: "",
-            tools: [],
-          },
-          meta,
-          (err, res) => (err ? reject(err) : resolve(res!.generation!.generationId)),
+        second.client.startGeneration(startRequest(`graceful-${workers}`, "go"), meta, (err, res) =>
+          err ? reject(err) : resolve(res!.generation!.generationId),
         ),
       );
       const followOn = (client: GenerationServiceClient, after: number, onEvent?: (n: number) => void) => {

@@ -11,7 +11,7 @@ import { verifyTranscript } from "@spool/transcript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuiltinModel } from "../src/providers/index.js";
 import { openFollow, textOf } from "./follow-client.js";
-import { authCall, call, type Stack, startReplica, startStack } from "./harness.js";
+import { authCall, call, type Stack, startReplica, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genretain");
 const RETENTION_SECONDS = 2;
@@ -63,16 +63,7 @@ async function start(requestId: string, model: string): Promise<string> {
   const r = await call(
     stack.client.startGeneration,
     stack.client,
-    {
-      clientRequestId: requestId,
-      model,
-      messages: [{ role: "user", content: "hello", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
+    startRequest(requestId, "hello", { model }),
     token,
   );
   return r.generation!.generationId;

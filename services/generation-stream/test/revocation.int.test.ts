@@ -9,7 +9,7 @@ import { useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuiltinModel } from "../src/providers/index.js";
 import { openFollow } from "./follow-client.js";
-import { authCall, call, type Stack, startReplica, startStack } from "./harness.js";
+import { authCall, call, type Stack, startReplica, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("genrevoke");
 const TTL_SECONDS = 8;
@@ -75,16 +75,7 @@ beforeAll(async () => {
   const started = await call(
     stack.client.startGeneration,
     stack.client,
-    {
-      clientRequestId: "long-live",
-      model: "builtin",
-      messages: [{ role: "user", content: "talk for a long time", toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
+    startRequest("long-live", "talk for a long time"),
     await operator(),
   );
   generationId = started.generation!.generationId;

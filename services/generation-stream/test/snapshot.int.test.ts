@@ -6,7 +6,7 @@ import { verifyTranscript } from "@spool/transcript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { BuiltinModel } from "../src/providers/index.js";
 import { openFollow, textOf } from "./follow-client.js";
-import { authCall, call, type Stack, startStack } from "./harness.js";
+import { authCall, call, type Stack, startRequest, startStack } from "./harness.js";
 
 const infra = useInfra("gensnap");
 let stack: Stack;
@@ -36,21 +36,7 @@ afterAll(async () => {
 });
 
 async function start(requestId: string): Promise<string> {
-  const r = await call(
-    stack.client.startGeneration,
-    stack.client,
-    {
-      clientRequestId: requestId,
-      model: "builtin",
-      messages: [{ role: "user", content: requestId, toolCalls: [] }],
-      parameters: undefined,
-      toolIds: [],
-      fileIds: [],
-      conversationId: "",
-      tools: [],
-    },
-    token,
-  );
+  const r = await call(stack.client.startGeneration, stack.client, startRequest(requestId, requestId), token);
   return r.generation!.generationId;
 }
 

@@ -11,7 +11,7 @@ import {
 } from "@spool/proto/spool/generation/v1/generation.js";
 import { type Child, runTs, useInfra } from "@spool/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { authCall, genEnv } from "./harness.js";
+import { authCall, genEnv, startRequest } from "./harness.js";
 
 const infra = useInfra("genworkers");
 const MAIN = new URL("../src/main.ts", import.meta.url).pathname;
@@ -65,19 +65,8 @@ function ownConnection(port: number): GenerationServiceClient {
 
 function start(client: GenerationServiceClient, requestId: string): Promise<string> {
   return new Promise((resolve, reject) =>
-    client.startGeneration(
-      {
-        clientRequestId: requestId,
-        model: "builtin",
-        messages: [{ role: "user", content: requestId, toolCalls: [] }],
-        parameters: undefined,
-        toolIds: [],
-        fileIds: [],
-        conversationId: "",
-        tools: [],
-      },
-      meta,
-      (err, res) => (err ? reject(err) : resolve(res!.generation!.generationId)),
+    client.startGeneration(startRequest(requestId, requestId), meta, (err, res) =>
+      err ? reject(err) : resolve(res!.generation!.generationId),
     ),
   );
 }
