@@ -201,7 +201,7 @@ describe("transient NATS errors while a generation produces", () => {
     const slice = infra();
     const nc = await connectNats({ url: slice.natsUrl, name: "outage-test" });
     cleanups.push(() => nc.close());
-    const store = new FaultyStore(nc, { namespace: new Namespace(`${slice.streamPrefix}f`) });
+    const store = new FaultyStore(nc, { namespace: new Namespace(`${slice.streamPrefix}_f`) });
     const model = new BuiltinModel({ tokensPerSecond: 40, length: 60 });
     const timeout = () => new errors.TimeoutError();
     const noResponders = () =>
