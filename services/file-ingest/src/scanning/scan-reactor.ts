@@ -19,10 +19,9 @@ import {
   type Logger,
   type Platform,
   Reactor,
-  type Reducer,
 } from "@spool/kit";
-import { ScanVerdict } from "@spool/proto/spool/files/v1/events.js";
 import type { BlobStore } from "../blobs/blob-store.js";
+import { decideScan, FileAggregate, type RecordScan } from "../domain/file.js";
 import { type Scanner, ScannerUnavailableError } from "./scanner.js";
 
 export interface ScanReactorOptions {
@@ -56,53 +55,24 @@ export const SCAN_REACTOR_DEFAULTS = {
 /** The actor recorded on FileScanned events. */
 export const SCANNER_ACTOR = "file-ingest/scanner";
 
-/** What scanning needs to know of a file. */
-interface ScanState {
-  recorded: { sha256: string } | undefined;
-  scanned: boolean;
-  deleted: boolean;
-}
-
-const scanStateReducer: Reducer<ScanState, ReturnType<typeof FileEvents.decode>> = {
-  initial: () => ({ recorded: undefined, scanned: false, deleted: false }),
-  decode: (event) => FileEvents.decode(event),
-  evolve(state, event) {
-    switch (event.type) {
-      case "FileRecorded":
-        return { ...state, recorded: { sha256: event.data.sha256 } };
-      case "FileScanned":
-        return { ...state, scanned: true };
-      case "FileDeleted":
-        return { ...state, deleted: true };
-      default:
-        return state; // events file-ingest adds later do not concern scanning
-    }
-  },
-};
-
 /** The reactor, not yet started (tests; the service uses startScanReactor). */
 export function createScanReactor(deps: ScanReactorDeps): Reactor {
   const { scanner, blobs, logger } = deps;
   const now = deps.now ?? Date.now;
-  const files = aggregate(deps.store, {
-    subject: FilesStreams.FILES.subjects.file,
-    reducer: scanStateReducer,
-  });
+  const files = aggregate(deps.store, FileAggregate);
 
   async function scanFile(fileId: string, causation: { eventId: string; correlationId: string | undefined }) {
     const { state } = await files.load(fileId);
-    if (!state.recorded || state.scanned || state.deleted) return;
-    const result = await scanner.scan(blobs.read(state.recorded.sha256));
-    const scanned = FileEvents.create("FileScanned", {
-      fileId,
-      verdict:
-        result.verdict === "clean" ? ScanVerdict.SCAN_VERDICT_CLEAN : ScanVerdict.SCAN_VERDICT_INFECTED,
+    if (state.kind !== "active" || state.scan.status !== "pending") return;
+    const result = await scanner.scan(blobs.read(state.record.sha256));
+    const verdict: RecordScan = {
+      verdict: result.verdict,
       signature: result.verdict === "infected" ? result.signature : "",
       scanner: scanner.name,
-      scannedAtMs: BigInt(now()),
-    });
+      nowMs: now(),
+    };
     // Decided again on the state the append is conditional on: deleted or scanned meanwhile → nothing.
-    await files.handle(fileId, (s) => (!s.recorded || s.scanned || s.deleted ? [] : [scanned]), {
+    await files.handle(fileId, (s) => decideScan(s, verdict), {
       actor: SCANNER_ACTOR,
       causationId: causation.eventId,
       ...(causation.correlationId ? { correlationId: causation.correlationId } : {}),
