@@ -48,6 +48,7 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
         timeout: 5_000,
         noAsyncTraces: options.noAsyncTraces ?? true,
       });
+      coalesceWrites(nc);
       trackConnection(nc);
       if (attempt > 1) options.logger?.info({ url: redactUrl(options.url), attempt }, "connected to NATS");
       return nc;
@@ -64,6 +65,62 @@ export async function connectNats(options: NatsOptions): Promise<NatsConnection>
       delayMs = Math.min(MAX_CONNECT_DELAY_MS, delayMs * 2);
     }
   }
+}
+
+/** The part of nats.js's (internal) protocol handler that coalesceWrites replaces. */
+interface OutboundProtocol {
+  flushPending(): void;
+  outbound: { size(): number };
+  pendingLimit: number;
+}
+
+const COALESCED = new WeakSet<object>();
+
+/**
+ * Makes the connection write what its callbacks queued once per event-loop
+ * turn instead of once per microtask turn, and returns whether it could.
+ *
+ * nats.js flushes its outbound buffer in a microtask after the first command
+ * queued, so every timer or I/O callback that publishes (each token append,
+ * each pull) costs one socket write: on a loopback TCP socket a syscall that
+ * also runs the server's receive path, 18 % of generation-stream's busy time
+ * at 5,000 appends/s (docs/BENCHMARKS.md). Flushing on setImmediate instead
+ * sends everything the turn's callbacks queued in one write, before the loop
+ * waits for I/O again: nothing waits for a timer, and a full buffer
+ * (nats.js's pendingLimit, 32 KiB) is still written at once.
+ *
+ * nats.js has no option for this, so it replaces the handler's flushPending
+ * on this connection (the handler outlives reconnects). If a nats.js upgrade
+ * changes that internal, nothing is replaced and false is returned (the unit
+ * test fails, so the upgrade is noticed).
+ */
+export function coalesceWrites(nc: NatsConnection): boolean {
+  const protocol = (nc as unknown as { protocol?: Partial<OutboundProtocol> }).protocol;
+  if (
+    protocol === undefined ||
+    typeof protocol.flushPending !== "function" ||
+    typeof protocol.outbound?.size !== "function" ||
+    typeof protocol.pendingLimit !== "number"
+  ) {
+    return false;
+  }
+  if (COALESCED.has(protocol)) return true;
+  COALESCED.add(protocol);
+  const p = protocol as OutboundProtocol;
+  const flushNow = p.flushPending.bind(p);
+  let scheduled = false;
+  const flushScheduled = () => {
+    scheduled = false;
+    flushNow();
+  };
+  p.flushPending = () => {
+    if (p.outbound.size() >= p.pendingLimit) flushNow();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flushScheduled);
+    }
+  };
+  return true;
 }
 
 /**
