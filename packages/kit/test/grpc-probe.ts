@@ -58,6 +58,8 @@ export interface CountRequest {
   failAfter?: number;
   /** Between messages. */
   delayMs?: number;
+  /** Send with ctx.trySend, falling back to ctx.send when it refuses (counted in the record). */
+  trySend?: boolean;
 }
 
 export interface CountResponse {
@@ -95,6 +97,8 @@ export interface ProbeRecord {
   started: string[];
   aborted: string[];
   completed: string[];
+  /** Count with trySend: messages trySend wrote, and the ones it refused (sent with send instead). */
+  trySends: { written: number; refused: number };
 }
 
 export const SECRET_TEXT = "password=hunter2 at /srv/spool/app/db.ts:42";
@@ -144,6 +148,13 @@ export function probeService(record: ProbeRecord): AsyncService<typeof ProbeServ
       for (let i = 0; i < request.n; i++) {
         if (request.failAfter !== undefined && i === request.failAfter) throw new NotFoundError("no more");
         if (request.delayMs) await sleep(request.delayMs, ctx.signal);
+        if (request.trySend) {
+          if (ctx.trySend({ i })) {
+            record.trySends.written++;
+            continue;
+          }
+          record.trySends.refused++;
+        }
         await ctx.send({ i });
       }
     },
@@ -185,7 +196,7 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 export function newRecord(): ProbeRecord {
-  return { started: [], aborted: [], completed: [] };
+  return { started: [], aborted: [], completed: [], trySends: { written: 0, refused: 0 } };
 }
 
 const ProbeClient = makeGenericClientConstructor({}, "Probe");

@@ -30,6 +30,13 @@ export type UnaryMethod<Req, Res> = (request: Req, ctx: CallContext) => Promise<
 export interface StreamContext<Res> extends CallContext {
   /** Sends one message, waiting while the client is slow; rejects once the call has ended. */
   send(message: Res): Promise<void>;
+  /**
+   * Sends one message now if the call takes it without waiting: true when it
+   * was written, false (nothing written) when the call has ended or the
+   * client is behind, where send() would wait. For a per-message path that
+   * should not pay a promise per message; it falls back to send().
+   */
+  trySend(message: Res): boolean;
 }
 
 /** A server-streaming method: sends messages, then resolves to end the stream OK or throws. */
@@ -217,6 +224,11 @@ function stream(
     // A send the handler did not wait for (a notice from a callback) must not write after the end.
     send: (message: unknown) =>
       settled ? Promise.reject(new CallEndedError()) : send(call, ctx.context.signal, message),
+    trySend: (message: unknown) => {
+      if (settled || call.cancelled || ctx.context.signal.aborted || call.writableNeedDrain) return false;
+      call.write(message);
+      return true;
+    },
   });
   run(streamContext).then(
     () => {

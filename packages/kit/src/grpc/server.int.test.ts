@@ -122,6 +122,18 @@ describe("error mapping", () => {
     expect(error?.details).toBe("no more");
   });
 
+  it("trySend writes while the client keeps up and refuses (writing nothing) while it is behind; with send as fallback every message arrives once, in order", async () => {
+    record.trySends = { written: 0, refused: 0 };
+    const n = 20_000;
+    const { messages, error } = await streamCall(client, ProbeService.count, { n, trySend: true });
+    expect(error).toBeUndefined();
+    expect(messages).toEqual(Array.from({ length: n }, (_, i) => ({ i })));
+    // A handler writing in a loop outruns the client: some offers were refused, the rest written directly.
+    expect(record.trySends.refused).toBeGreaterThan(0);
+    expect(record.trySends.written).toBeGreaterThan(0);
+    expect(record.trySends.written + record.trySends.refused).toBe(n);
+  });
+
   it("ends a server stream OK when the handler resolves", async () => {
     const { messages, error } = await streamCall(client, ProbeService.count, { n: 3 });
     expect(messages).toHaveLength(3);

@@ -276,6 +276,66 @@ describe(`FollowHub (seed ${seed})`, () => {
     for (const hub of replicas) expect(hub.stats().followers).toBe(0);
   });
 
+  it("direct delivery: live followers take events straight from the subscription, fall back to the iterator when refused, and get every event once, in order", async () => {
+    const rand = rng(13);
+    // A small ring, so the late joiners catch up from the log (iterator) before going direct.
+    const hub = newHub({ bufferEvents: 16, heartbeatMs: 30 });
+    const producer = new Producer(newId("direct"));
+    const total = 300;
+    const ac = new AbortController();
+    interface Run {
+      got: { sequence: number; text: string; terminal: boolean }[];
+      direct: number;
+      iterated: number;
+      done?: Promise<void>;
+    }
+    // refuse: the share of direct offers refused (a client that is sometimes behind); undefined: no direct delivery.
+    const start = (after: number, refuse: number | undefined): Run => {
+      const run: Run = { got: [], direct: 0, iterated: 0 };
+      const direct =
+        refuse === undefined
+          ? undefined
+          : (e: { sequence: number; terminal: boolean; payload: string }) => {
+              if (rand(100) < refuse) return false;
+              run.direct++;
+              run.got.push({ sequence: e.sequence, text: e.payload, terminal: e.terminal });
+              return true;
+            };
+      run.done = (async () => {
+        for await (const item of hub.follow(producer.id, after, ac.signal, { direct })) {
+          if (item.kind !== "event") continue;
+          run.iterated++;
+          run.got.push({ sequence: item.sequence, text: item.payload, terminal: item.terminal });
+          // A slow iterator now and then, so offers arrive while the follower is not waiting.
+          if (rand(20) === 0) await sleep(2);
+        }
+      })();
+      return run;
+    };
+    const runs: { after: number; run: Run }[] = [];
+    for (const refuse of [0, 0, 30, 90, undefined]) runs.push({ after: 0, run: start(0, refuse) });
+    const hooks = new Map<number, () => void>([
+      [120, () => runs.push({ after: 0, run: start(0, 0) }, { after: 60, run: start(60, 20) })],
+    ]);
+    await producer.run(total, rand, 3, hooks);
+    await Promise.all(runs.map((r) => r.run.done));
+    for (const { after, run } of runs) {
+      expect(run.got.map(({ sequence, text }) => ({ sequence, text }))).toEqual(producer.expected(after));
+      // The terminal event always comes through the iterator, last.
+      expect(run.got.at(-1)?.terminal).toBe(true);
+      expect(run.got.filter((e) => e.terminal)).toHaveLength(1);
+    }
+    const [always, , sometimes, mostly, none, late] = runs.map((r) => r.run);
+    // Live followers took most events directly; refusals went through the iterator.
+    expect(always?.direct).toBeGreaterThan(total / 2);
+    expect(sometimes?.direct).toBeGreaterThan(0);
+    expect(sometimes?.iterated).toBeGreaterThan(1);
+    expect(mostly?.iterated).toBeGreaterThan(total / 2);
+    expect(none?.direct).toBe(0);
+    expect(late?.direct).toBeGreaterThan(0);
+    expect(hub.stats().followers).toBe(0);
+  });
+
   it("a follower joining after the terminal event gets the stored stream and ends", async () => {
     const rand = rng(3);
     const hub = newHub();

@@ -1,7 +1,7 @@
 import { type EventStore, InvalidArgumentError, type Logger, UnavailableError } from "@spool/kit";
 import { CatchUpSlots } from "./backfill.js";
 import type { Decoder, FollowItem } from "./decode.js";
-import { Follower } from "./follower.js";
+import { type DirectDelivery, Follower } from "./follower.js";
 import { type Counters, Subscription, type SubscriptionContext } from "./subscription.js";
 
 export type { Decoded, Decoder, FollowItem } from "./decode.js";
@@ -49,7 +49,7 @@ export interface FollowHubOptions<T> {
   maxCatchUpReads?: number;
 }
 
-export interface FollowOptions {
+export interface FollowOptions<T = unknown> {
   /**
    * Fail with FollowTimeoutError when no event arrives for this long (from
    * the start of the follow, then from the last event). Bounds the wait on a
@@ -57,6 +57,16 @@ export interface FollowOptions {
    * not count as events. Default: no bound.
    */
   idleTimeoutMs?: number;
+  /**
+   * Direct delivery: while the follower is live (caught up, waiting for the
+   * next event), each new event but the terminal one is offered to this
+   * function synchronously, as the subscription receives it, instead of
+   * being yielded. Returning true means it was delivered; false (the caller
+   * cannot take it now: a slow client) means the follow yields it and what
+   * follows it as usual. For a caller that writes events straight to its
+   * transport without a promise turn per event. It must not throw.
+   */
+  direct?: DirectDelivery<T> | undefined;
 }
 
 export interface FollowHubStats {
@@ -154,7 +164,7 @@ export class FollowHub<T> {
     id: string,
     after: number,
     signal: AbortSignal,
-    options: FollowOptions = {},
+    options: FollowOptions<T> = {},
   ): AsyncIterable<FollowItem<T>> {
     if (!Number.isSafeInteger(after) || after < 0) {
       throw new InvalidArgumentError("after_sequence must be a non-negative integer", [
@@ -176,7 +186,7 @@ export class FollowHub<T> {
       release: (sub: Subscription<T>) => this.#release(sub),
     };
     const timing = { heartbeatMs: this.#heartbeatMs, idleMs, stallMs: this.#stallMs };
-    return new Follower(lease, after, signal, timing, this.#logger).run();
+    return new Follower(lease, after, signal, timing, this.#logger, options.direct).run();
   }
 
   stats(): FollowHubStats {

@@ -14,6 +14,17 @@ export interface FollowerTiming {
   stallMs: number;
 }
 
+/** An event as a follow gives it. */
+export type FollowEvent<T> = Extract<FollowItem<T>, { kind: "event" }>;
+
+/**
+ * Takes an event straight from the subscription, synchronously: true when
+ * it was delivered (the follow will not yield it), false when it could not
+ * be (the follow yields it, and every later one, as usual). See
+ * FollowOptions.direct.
+ */
+export type DirectDelivery<T> = (event: FollowEvent<T>) => boolean;
+
 /** Whether the follow goes on after a step. */
 type Turn = "continue" | "end";
 
@@ -68,6 +79,7 @@ export class Follower<T> implements Waiter {
   #backfillDone = false;
   /** When the pending timer fires. */
   #timerAt = 0;
+  readonly #direct: DirectDelivery<T> | undefined;
 
   constructor(
     lease: SubscriptionLease<T>,
@@ -75,21 +87,70 @@ export class Follower<T> implements Waiter {
     signal: AbortSignal,
     timing: FollowerTiming,
     logger: Logger,
+    direct?: DirectDelivery<T>,
   ) {
     this.#lease = lease;
     this.#delivered = after;
     this.#signal = signal;
     this.#timing = timing;
     this.#logger = logger;
+    this.#direct = direct;
   }
 
-  /** Ends the current wait (the subscription changed, the timer fired, or the follow was aborted). */
+  /** Ends the current wait (the subscription changed, the timer fired, a slot came free, or the follow was aborted). */
   wake(): void {
     const resume = this.#resume;
     if (resume === undefined) return;
     this.#resume = undefined;
     this.#sub?.unwait(this);
     resume();
+  }
+
+  /**
+   * The subscription changed while this follower waited. A live follower
+   * with direct delivery hands the new events to it right here and keeps
+   * waiting: no promise, generator step or microtask turn per event, the
+   * cost that dominated per-delivery CPU (docs/BENCHMARKS.md). Anything else
+   * (the terminal event, a refusal, a gap, a failure) resumes the follow.
+   */
+  changed(): void {
+    if (this.#resume === undefined) return;
+    if (this.#direct !== undefined && this.#deliverDirect(this.#direct)) {
+      // Still waiting: the subscription's notify took this follower off its waiting list.
+      this.#sub?.wait(this);
+      return;
+    }
+    this.wake();
+  }
+
+  /** Delivers what the ring holds next through `direct`; false when the follow itself must go on. */
+  #deliverDirect(direct: DirectDelivery<T>): boolean {
+    const sub = this.#sub;
+    if (
+      sub === undefined ||
+      this.#aborted ||
+      !sub.anchored ||
+      sub.closed ||
+      sub.failure !== undefined ||
+      this.#cursor !== undefined ||
+      this.#backfill !== undefined ||
+      this.#holdsSlot
+    ) {
+      return false;
+    }
+    const ring = sub.ring;
+    const want = this.#delivered + 1;
+    if (want < ring.first) return false;
+    let now = 0;
+    for (let seq = want; seq < ring.next; seq++) {
+      const e = ring.get(seq);
+      if (e === undefined || e.terminal) return false;
+      if (!direct({ kind: "event", sequence: e.sequence, terminal: false, payload: e.payload })) return false;
+      this.#delivered = e.sequence;
+      now ||= Date.now();
+      this.#lastYield = this.#lastEvent = now;
+    }
+    return true;
   }
 
   async *run(): AsyncGenerator<FollowItem<T>> {

@@ -8,3 +8,4 @@ export {
   type FollowItem,
   type FollowOptions,
 } from "./follow-hub.js";
+export type { DirectDelivery, FollowEvent } from "./follower.js";

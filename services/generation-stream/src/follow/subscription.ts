@@ -37,9 +37,12 @@ export interface SubscriptionContext<T> {
   stallMs: number;
 }
 
-/** A follower waiting for the subscription to change (see Subscription.wait). */
+/** A follower waiting for the subscription to change (see Subscription.wait), or for a catch-up slot. */
 export interface Waiter {
+  /** Ends the wait. */
   wake(): void;
+  /** The subscription changed (an event, its anchor, its end): ends the wait, or handles it in place. */
+  changed(): void;
 }
 
 /** A subscription that cannot go on: followers at or past `at` get `error`. */
@@ -371,6 +374,6 @@ export class Subscription<T> {
     if (this.#waiting.size === 0) return;
     const waiting = this.#waiting;
     this.#waiting = new Set();
-    for (const w of waiting) w.wake();
+    for (const w of waiting) w.changed();
   }
 }

@@ -15,8 +15,8 @@ import {
 import type { Generations } from "../app/generations.js";
 import { isTerminal, type OutputLog } from "../app/output-log.js";
 import type { Existing } from "../domain/generation.js";
-import { FollowGapError } from "../follow/index.js";
-import type { FollowSource, PreEncoded } from "./generation-service.js";
+import { type FollowEvent, FollowGapError } from "../follow/index.js";
+import type { FollowSource, PreEncoded, SharedEvent } from "./generation-service.js";
 
 /** Where a client gets the final transcript once the output has expired (OutputExpired.transcript_method). */
 export const TRANSCRIPT_METHOD = GenerationServiceService.getGeneration.path.replace(/^\//, "");
@@ -42,7 +42,10 @@ type Send = (message: FollowGenerationResponse | PreEncoded) => Promise<void>;
  * The fan-out itself is the follow hub's (src/follow).
  */
 export function followGenerationHandler(d: FollowDeps) {
-  return async (req: FollowGenerationRequest, ctx: CallContext & { send: Send }): Promise<void> => {
+  return async (
+    req: FollowGenerationRequest,
+    ctx: CallContext & { send: Send; trySend(message: PreEncoded): boolean },
+  ): Promise<void> => {
     const caller = principalOf(ctx);
     const id = req.generationId;
     const after = Number(req.afterSequence); // in range: generationRules
@@ -62,8 +65,15 @@ export function followGenerationHandler(d: FollowDeps) {
       // resumes on another replica from the last sequence it saw.
       const signal = AbortSignal.any([ctx.signal, ctx.stopping, credentials.signal]);
       let finished = false;
+      // A live follower's events are written as they arrive (see FollowOptions.direct); the loop
+      // below sends the rest: catch-up, heartbeats, the terminal event, and whatever a slow client
+      // could not take at once.
+      const direct = (item: FollowEvent<SharedEvent>) =>
+        !credentials.signal.aborted &&
+        !ctx.stopping.aborted &&
+        ctx.trySend({ preEncoded: item.payload.wire });
       try {
-        for await (const item of d.follow.follow(id, from, signal)) {
+        for await (const item of d.follow.follow(id, from, signal, { direct })) {
           if (item.kind === "event" && isTerminal(item.payload.event.event)) finished = true;
           await send(
             item.kind === "event"

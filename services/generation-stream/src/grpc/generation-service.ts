@@ -18,6 +18,7 @@ import {
 import type { Generations } from "../app/generations.js";
 import { isTerminal } from "../app/output-log.js";
 import { GenStreams, OutputEvent, Subjects } from "../domain/events.js";
+import type { DirectDelivery } from "../follow/index.js";
 import type { GenerationsReadModel } from "../projections/generations.js";
 import { type FollowDeps, followGenerationHandler } from "./follow-generation.js";
 import { decodePageToken, encodePageToken, fromAggregate, fromRow, ROW_STATUS_OF } from "./mapping.js";
@@ -197,7 +198,12 @@ export const followDefinition = {
 
 /** The follow fan-out (follow/hub.ts) as the service uses it. */
 export interface FollowSource {
-  follow(generationId: string, after: number, signal: AbortSignal): AsyncIterable<FollowItem>;
+  follow(
+    generationId: string,
+    after: number,
+    signal: AbortSignal,
+    options?: { direct?: DirectDelivery<SharedEvent> },
+  ): AsyncIterable<FollowItem>;
 }
 
 export interface GenerationServiceDeps extends FollowDeps {
