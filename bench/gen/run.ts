@@ -137,6 +137,9 @@ async function startService(
   return { child, port: Number(/"port":(\d+)/.exec(line)?.[1]) };
 }
 
+/** How long after the measured window the JetStream leg alone is measured. */
+const JS_LEG_WINDOW_MS = 4_000;
+
 /**
  * Runs one step; when other jobs kept more than s.noisyCpus busy during the
  * window, runs it once more and keeps the quieter of the two.
@@ -160,11 +163,15 @@ async function measureStep(
   for (let attempt = 0; attempt < 2; attempt++) {
     const otherLoadBefore = await waitForQuiet(s.quietWaitMs);
     const label = attempt === 0 ? plan.label : `${plan.label}r${attempt}`;
-    const stopObserving = await observe?.();
+    // The JetStream leg is observed after the window, while the generations still run at the same
+    // rate: its consumer costs nats-server and this process CPU the peer's steps do not pay, so it
+    // must not share the measured window. It starts about when the window ends (setup takes ~1 s).
+    const observing = sleep(plan.warmupMs + plan.windowMs + 1_000).then(() => observe?.());
     const result = await runPlan<ThroughputResult>(file, { ...plan, label });
-    const observed = await stopObserving?.();
+    const observed = await (await observing)?.();
+    const legEnd = result.window.endMs + JS_LEG_WINDOW_MS;
     const jetstreamLegMs = observed
-      ? delaysWithin(observed, result.window.startMs, result.window.endMs).summary()
+      ? delaysWithin(observed, result.window.endMs, legEnd).summary()
       : undefined;
     attempts.push({ result, otherLoadBefore, jetstreamLegMs });
     const other = result.cpu?.other ?? 0;
@@ -201,8 +208,8 @@ interface Step {
   otherLoadBefore: number | undefined;
   result: ThroughputResult;
   /**
-   * Spool: the JetStream leg alone over the same window — producer append → receipt by an
-   * ordered consumer on every output subject in the orchestrator process.
+   * Spool: the JetStream leg alone, in the 4 s just after the window (same load) — producer
+   * append → receipt by an ordered consumer on every output subject in the orchestrator process.
    */
   jetstreamLegMs?: Summary | undefined;
   /** Attempts run again because other jobs kept the machine busy during their window. */
@@ -234,7 +241,7 @@ function stepLine(st: Step): string {
     `${fmtCount(r.window.rate).padStart(7)} deliveries/s of ${fmtCount(r.offeredPerSecond)} offered ` +
     `(${fmtCount(r.window.tokenRate)} tokens/s; ${r.window.seconds.toFixed(1)} s window${r.window.steady ? "" : ", NOT steady"}), ` +
     `${delays(r.delayMs)}` +
-    (st.jetstreamLegMs ? ` (JetStream leg alone ${delays(st.jetstreamLegMs)})` : "") +
+    (st.jetstreamLegMs ? ` (JetStream leg alone, after the window: ${delays(st.jetstreamLegMs)})` : "") +
     `; ${completeText(r)}` +
     (r.check.errorSamples.length > 0 ? ` (${r.check.errorSamples[0]})` : "") +
     ` (expected: last sequence from the server for ${r.lastSequencesFromServer} generations)` +

@@ -272,7 +272,8 @@ export function sampleCpu(
 ): () => CpuCores | undefined {
   const servers = Object.fromEntries(moreServerPids.map((pid, i) => [`server${i + 1}`, pid]));
   const stop = sampleCpuOf(
-    { self: "self", server: serverPid, orchestrator: orchestratorPid, ...servers },
+    // The orchestrator (run.ts) is the parent of the service and of this process: its own CPU only.
+    { self: "self", server: serverPid, orchestrator: { own: orchestratorPid }, ...servers },
     COMMS,
   );
   return () => {

@@ -123,7 +123,7 @@ interface BreakdownSnapshot {
 }
 
 function breakdownSnapshot(
-  pids: Readonly<Record<string, number | "self">>,
+  pids: Readonly<Record<string, SampledProcess>>,
   comms: readonly string[],
 ): BreakdownSnapshot | undefined {
   const busy = machineBusyJiffies();
@@ -134,7 +134,11 @@ function breakdownSnapshot(
     pids: Object.fromEntries(
       Object.entries(pids).map(([name, pid]) => [
         name,
-        (pid === "self" ? processJiffiesOf(pid) : processTreeJiffiesOf(pid)) ?? 0,
+        (pid === "self"
+          ? processJiffiesOf(pid)
+          : typeof pid === "object"
+            ? processJiffiesOf(pid.own)
+            : processTreeJiffiesOf(pid)) ?? 0,
       ]),
     ),
     comms: jiffiesByComm(comms),
@@ -146,8 +150,11 @@ function breakdownSnapshot(
  * every process whose command name is in `comms`, and the whole machine.
  * The returned function ends it; undefined where /proc is not there.
  */
+/** A process to sample: "self", a pid with its descendants, or `{ own: pid }` for that process alone. */
+export type SampledProcess = number | "self" | { own: number };
+
 export function sampleCpuOf(
-  pids: Readonly<Record<string, number | "self">>,
+  pids: Readonly<Record<string, SampledProcess>>,
   comms: readonly string[],
 ): () => CpuBreakdown | undefined {
   const a = breakdownSnapshot(pids, comms);
