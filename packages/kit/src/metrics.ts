@@ -71,7 +71,10 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
 function listen(server: Server, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    // Exclusive: a cluster worker binds its own socket instead of sharing the primary's for this
+    // address and port. With port 0 the primary would otherwise hand every worker's metrics server
+    // the same handle as the gRPC server's (both "host:0"), and deal it gRPC connections.
+    server.listen({ port, host, exclusive: true }, () => {
       server.off("error", reject);
       resolve();
     });
