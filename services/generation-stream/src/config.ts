@@ -53,6 +53,13 @@ export const genConfigShape = {
   FOLLOW_CATCHUP_BYTES: int(4 * 1024 * 1024, 0, 1024 * 1024 * 1024),
   /** Most followers reading the log alone at once per process (a JetStream consumer each); the rest wait. */
   FOLLOW_MAX_CATCHUP_READS: int(64, 1, 100_000),
+  /**
+   * How a process receives the output it fans out. "stream": one consumer of all of GEN_OUTPUT
+   * (every generation's output reaches every process, followed there or not); "subject": one
+   * consumer per followed generation. "stream" costs nats-server far less with many followed
+   * generations per process; "subject" less with many replicas each following few (ADR 0014).
+   */
+  FOLLOW_FEED: z.enum(["stream", "subject"]).default("stream"),
   MAX_MESSAGES: int(256, 1, 10_000),
   MAX_MESSAGE_CHARS: int(100_000, 1, 10_000_000),
   MAX_TOTAL_CHARS: int(500_000, 1, 50_000_000),

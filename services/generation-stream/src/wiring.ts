@@ -7,7 +7,7 @@ import { slotReleaser } from "./app/slot-releaser.js";
 import { LeaseSweeper } from "./app/sweeper.js";
 import { GenerationWorker } from "./app/worker.js";
 import { type GenConfig, leaseTiming, requestLimits, userLimits, workerTuning } from "./config.js";
-import { GEN_STREAM, outputStream } from "./domain/events.js";
+import { GEN_STREAM, outputStream, Subjects } from "./domain/events.js";
 import { FollowHub } from "./follow/index.js";
 import {
   followDefinition,
@@ -66,6 +66,7 @@ export async function startGenerationStream(
     heartbeatMs: config.HEARTBEAT_MS,
     catchUpBytes: config.FOLLOW_CATCHUP_BYTES,
     maxCatchUpReads: config.FOLLOW_MAX_CATCHUP_READS,
+    feedSubject: config.FOLLOW_FEED === "stream" ? Subjects.output.all : undefined,
   });
   p.projector(generationsProjection);
   p.addConsumer(slotReleaser({ store, limits, deadLetters: p.deadLetters, logger }));

@@ -1,6 +1,7 @@
 import { type EventStore, InvalidArgumentError, type Logger, UnavailableError } from "@spool/kit";
 import { CatchUpSlots } from "./backfill.js";
 import type { Decoder, FollowItem } from "./decode.js";
+import { StreamFeed } from "./feed.js";
 import { type DirectDelivery, Follower } from "./follower.js";
 import { type Counters, Subscription, type SubscriptionContext } from "./subscription.js";
 
@@ -47,6 +48,14 @@ export interface FollowHubOptions<T> {
    * rest wait for a turn, heartbeats going on. Default 64.
    */
   maxCatchUpReads?: number;
+  /**
+   * The wildcard subject covering every `subjectOf(id)` (e.g. "gen.output.>"):
+   * when set, one consumer of it (a StreamFeed) feeds every subscription of
+   * this hub, instead of one consumer per followed subject. The process then
+   * receives every message of those subjects, followed here or not; the
+   * server wakes one consumer per message instead of many (ADR 0014).
+   */
+  feedSubject?: string | undefined;
 }
 
 export interface FollowOptions<T = unknown> {
@@ -72,6 +81,8 @@ export interface FollowOptions<T = unknown> {
 export interface FollowHubStats {
   /** Subjects with a shared subscription (including ones lingering without followers). */
   subscriptions: number;
+  /** With feedSubject: whether the feed's consumer is delivering (it runs while any subject is followed live). */
+  feedConsuming: boolean;
   /** Follows in progress. */
   followers: number;
   /** Events held in memory across subjects, and their message bytes. */
@@ -123,6 +134,7 @@ export class FollowHub<T> {
   readonly #slots: CatchUpSlots;
   readonly #ctx: SubscriptionContext<T>;
   readonly #watchdog: NodeJS.Timeout;
+  readonly #feed: StreamFeed | undefined;
   #watching = false;
   #closed = false;
 
@@ -137,12 +149,26 @@ export class FollowHub<T> {
     };
     this.#stallMs = positive("stallTimeoutMs", options.stallTimeoutMs ?? 15_000);
     this.#slots = new CatchUpSlots(positive("maxCatchUpReads", options.maxCatchUpReads ?? 64));
+    const stream = options.store.namespace.stream(options.stream);
+    const readBatch = positive("readBatch", options.readBatch ?? 256);
+    this.#feed =
+      options.feedSubject === undefined
+        ? undefined
+        : new StreamFeed({
+            store: options.store,
+            stream,
+            subject: options.store.namespace.subject(options.feedSubject),
+            readBatch,
+            logger: this.#logger,
+            counters: this.#counters,
+          });
     this.#ctx = {
       store: options.store,
-      stream: options.store.namespace.stream(options.stream),
+      stream,
       decode: options.decode,
       logger: this.#logger,
-      readBatch: positive("readBatch", options.readBatch ?? 256),
+      readBatch,
+      feed: this.#feed,
       counters: this.#counters,
       backfillBytes: nonNegative("catchUpBytes", options.catchUpBytes ?? 4 * 1024 * 1024),
       slots: this.#slots,
@@ -205,6 +231,7 @@ export class FollowHub<T> {
       bufferedBytes,
       ...this.#counters,
       catchUpReadsOpen: this.#slots.used,
+      feedConsuming: this.#feed?.consuming ?? false,
       catchUpWaits: this.#slots.waited,
     };
   }
@@ -216,6 +243,7 @@ export class FollowHub<T> {
     const subs = [...this.#subs.values()];
     this.#subs.clear();
     await Promise.all(subs.map((s) => s.close()));
+    await this.#feed?.close();
   }
 
   #acquire(subject: string): Subscription<T> {
@@ -256,6 +284,17 @@ export class FollowHub<T> {
     this.#watching = true;
     try {
       const now = Date.now();
+      const feed = this.#feed;
+      if (feed?.consuming && now - feed.lastActivity >= this.#stallMs) {
+        // Checked again only after another quiet period.
+        feed.lastActivity = now;
+        const last = await feed.lastStoredSequence().catch(() => 0);
+        if (last > feed.lastStreamSeq && feed.consuming) {
+          this.#logger.warn({ subject: feed.subject }, "follow feed stalled; recreating its consumer");
+          this.#counters.sharedRestarts++;
+          feed.restart();
+        }
+      }
       for (const sub of [...this.#subs.values()]) {
         if (!sub.consuming || sub.finished || now - sub.lastActivity < this.#stallMs) continue;
         // Checked again only after another quiet period.

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { type EventMessage, type EventStore, type Logger, UnavailableError } from "@spool/kit";
 import { Backfill, type CatchUpSlots } from "./backfill.js";
 import { type Decoded, type Decoder, decodeAll } from "./decode.js";
+import type { StreamFeed } from "./feed.js";
 import {
   type ConsumerMessages,
   type JsMsg,
@@ -35,6 +36,8 @@ export interface SubscriptionContext<T> {
   /** The hub's cap on followers reading the log on their own at once. */
   slots: CatchUpSlots;
   stallMs: number;
+  /** The process-wide feed of every subject; undefined: each subscription runs its own consumer. */
+  feed?: StreamFeed | undefined;
 }
 
 /** A follower waiting for the subscription to change (see Subscription.wait), or for a catch-up slot. */
@@ -88,6 +91,8 @@ export class Subscription<T> {
    */
   #waiting = new Set<Waiter>();
   #run: Promise<void> | undefined;
+  /** With a feed: its messages that arrived while this subscription was anchoring. */
+  #early: JsMsg[] | undefined;
 
   constructor(ctx: SubscriptionContext<T>, subject: string, limits: { maxEvents: number; maxBytes: number }) {
     this.#ctx = ctx;
@@ -106,7 +111,7 @@ export class Subscription<T> {
     this.#waiting.delete(waiter);
   }
 
-  /** True while a shared consumer is delivering (not anchoring, backing off or finished). */
+  /** True while its own shared consumer is delivering (never with a feed: the feed watches itself). */
   get consuming(): boolean {
     return this.#messages !== undefined;
   }
@@ -116,7 +121,8 @@ export class Subscription<T> {
   }
 
   start(): void {
-    this.#run ??= this.#loop();
+    const feed = this.#ctx.feed;
+    this.#run ??= feed ? this.#follow(feed) : this.#loop();
   }
 
   /** Drops the current consumer; the loop creates a new one after the last message received. */
@@ -205,6 +211,7 @@ export class Subscription<T> {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.#ctx.feed?.detach(this.fullSubject, this);
     this.backfill?.stop.abort();
     if (this.lingerTimer) clearTimeout(this.lingerTimer);
     this.#stop.abort();
@@ -265,21 +272,86 @@ export class Subscription<T> {
     }
   }
 
-  /** Reads the subject's last message: the ring starts with it, the log holds what came before. */
-  async #anchor(): Promise<void> {
-    const { store, stream, decode } = this.#ctx;
+  /**
+   * With the process-wide feed: a finished subject is anchored on its
+   * terminal message and needs nothing more. A live one is attached first,
+   * then anchored on its last message read after that (so nothing stored
+   * in between is missed); the feed's messages that came meanwhile are then
+   * taken, skipping what the anchor already holds.
+   */
+  async #follow(feed: StreamFeed): Promise<void> {
+    let failures = 0;
+    while (!this.anchored && !this.finished) {
+      try {
+        const first = await this.#readLast();
+        if (this.closed) return;
+        if (first !== null && this.#endsWithTerminal(first)) {
+          this.#anchorAt(first);
+          return;
+        }
+        await feed.attach(this.fullSubject, this);
+        if (this.closed) return;
+        this.#anchorAt(await this.#readLast());
+      } catch (e) {
+        if (this.closed) return;
+        failures++;
+        this.#ctx.logger.warn({ err: e, subject: this.subject }, "follow subscription failed; retrying");
+        await sleep(Math.min(250 * 2 ** failures, 5_000), undefined, { signal: this.#stop.signal }).catch(
+          () => {},
+        );
+      }
+    }
+    const early = this.#early ?? [];
+    this.#early = undefined;
+    for (const m of early) this.receive(m);
+    if (this.finished) feed.detach(this.fullSubject, this);
+  }
+
+  /** A message of this subject from the feed. */
+  receive(m: JsMsg): void {
+    if (this.finished) return;
+    this.lastActivity = Date.now();
+    if (!this.anchored) {
+      (this.#early ??= []).push(m);
+      return;
+    }
+    if (m.seq <= this.lastStreamSeq) return;
+    this.lastStreamSeq = m.seq;
+    this.#receive(m);
+    if (this.finished) this.#ctx.feed?.detach(this.fullSubject, this);
+  }
+
+  async #readLast(): Promise<EventMessage | null> {
+    const { store, stream } = this.#ctx;
     const jsm = await store.manager();
     const last = await jsm.streams.getMessage(stream, { last_by_subj: this.fullSubject });
+    return last === null
+      ? null
+      : { subject: last.subject, seq: last.seq, data: last.data, headers: last.header };
+  }
+
+  /** True when the message's last event ends the subject (an undecodable one is left to #anchorAt). */
+  #endsWithTerminal(msg: EventMessage): boolean {
+    try {
+      return decodeAll(this.#ctx.decode, msg).at(-1)?.terminal === true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Reads the subject's last message: the ring starts with it, the log holds what came before. */
+  async #anchor(): Promise<void> {
+    const last = await this.#readLast();
     if (this.closed) return;
+    this.#anchorAt(last);
+  }
+
+  #anchorAt(last: EventMessage | null): void {
+    const { decode } = this.#ctx;
     if (last === null) {
       this.ring.reset(1);
     } else {
-      const msg: EventMessage = {
-        subject: last.subject,
-        seq: last.seq,
-        data: last.data,
-        headers: last.header,
-      };
+      const msg = last;
       let events: readonly Decoded<T>[];
       try {
         events = decodeAll(decode, msg);
