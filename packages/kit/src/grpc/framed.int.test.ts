@@ -12,7 +12,8 @@
 import {
   Client,
   credentials,
-  type Metadata,
+  getChannelzHandlers,
+  Metadata,
   Server,
   ServerCredentials,
   ServerInterceptingCall,
@@ -86,6 +87,9 @@ function follow(client: Client, scenario: string): Received {
     definition.stream.requestSerialize,
     definition.stream.responseDeserialize,
     { scenario },
+    new Metadata(),
+    // A broken stream fails its test in seconds instead of at the test timeout.
+    { deadline: Date.now() + 20_000 },
   );
   const seqs: number[] = [];
   call.on("data", (b: Buffer) => seqs.push(b.readUInt32BE(0)));
@@ -282,6 +286,30 @@ describe("trySendFramed through the kit's GrpcApp", () => {
   });
 });
 
+/** The messages a server sent, as channelz counts them (grpc-js's callEventTracker.addMessageSent). */
+async function messagesSent(server: Server): Promise<number> {
+  // biome-ignore lint/suspicious/noExplicitAny: channelz's handlers, called in-process with plain objects
+  const handlers = getChannelzHandlers() as any;
+  const call = <T>(handler: string, request: object) =>
+    new Promise<T>((resolve, reject) =>
+      handlers[handler]({ request }, (e: Error | null, r: T) => (e ? reject(e) : resolve(r))),
+    );
+  const serverId = String((server as unknown as { channelzRef: { id: number } }).channelzRef.id);
+  const sockets = await call<{ socket_ref: { socket_id: string }[] }>("GetServerSockets", {
+    server_id: serverId,
+    start_socket_id: "0",
+    max_results: "0",
+  });
+  let total = 0;
+  for (const ref of sockets.socket_ref) {
+    const socket = await call<{ socket: { data: { messages_sent: number } } }>("GetSocket", {
+      socket_id: ref.socket_id,
+    });
+    total += Number(socket.socket.data.messages_sent);
+  }
+  return total;
+}
+
 describe("trySendFramed on other server shapes", () => {
   async function serve(interceptors: ServerInterceptor[]): Promise<{ client: Client; server: Server }> {
     const server = new Server({ interceptors });
@@ -321,6 +349,8 @@ describe("trySendFramed on other server shapes", () => {
       expect((await r.done).error).toBeUndefined();
       expect(r.seqs).toEqual(range(K + 1));
       expect(serialized).toBe(1);
+      // Frames written directly are counted like the others.
+      await expect.poll(() => messagesSent(server)).toBe(K + 1);
     } finally {
       client.close();
       server.forceShutdown();
