@@ -22,6 +22,7 @@ import { isSpoolError } from "../errors.js";
 import type { Logger } from "../logger.js";
 import { checkRequestText } from "../validation.js";
 import { type CallContext, callInfoOf, deadlineMs, requestIdFrom } from "./context.js";
+import { DirectFrameWriter, type GrpcFrame } from "./framed.js";
 import { classifyError, toGrpcStatus } from "./status.js";
 
 /** A unary method: resolves with the response or throws (SpoolError for an expected failure). */
@@ -37,6 +38,14 @@ export interface StreamContext<Res> extends CallContext {
    * should not pay a promise per message; it falls back to send().
    */
   trySend(message: Res): boolean;
+  /**
+   * trySend for a message whose gRPC frame the caller already holds
+   * (toGrpcFrame of exactly the bytes the method's responseSerialize gives
+   * for it), typically one frame shared by many streams: when it is safe
+   * (framed.ts) the frame goes straight onto the HTTP/2 stream, skipping
+   * grpc-js's per-message copy and Writable layers; otherwise trySend(message).
+   */
+  trySendFramed(message: Res, frame: GrpcFrame): boolean;
 }
 
 /** A server-streaming method: sends messages, then resolves to end the stream OK or throws. */
@@ -220,14 +229,22 @@ function stream(
   run: (streamContext: StreamContext<unknown>) => Promise<void>,
 ): void {
   let settled = false;
+  // Found on the first framed send: most streams never send one.
+  let frames: DirectFrameWriter | null | undefined;
+  const trySend = (message: unknown) => {
+    if (settled || call.cancelled || ctx.context.signal.aborted || call.writableNeedDrain) return false;
+    call.write(message);
+    return true;
+  };
   const streamContext: StreamContext<unknown> = Object.assign(ctx.context, {
     // A send the handler did not wait for (a notice from a callback) must not write after the end.
     send: (message: unknown) =>
       settled ? Promise.reject(new CallEndedError()) : send(call, ctx.context.signal, message),
-    trySend: (message: unknown) => {
-      if (settled || call.cancelled || ctx.context.signal.aborted || call.writableNeedDrain) return false;
-      call.write(message);
-      return true;
+    trySend,
+    trySendFramed: (message: unknown, frame: GrpcFrame) => {
+      if (settled || ctx.context.signal.aborted) return false;
+      if (frames === undefined) frames = DirectFrameWriter.for(call) ?? null;
+      return frames?.tryWrite(frame) || trySend(message);
     },
   });
   run(streamContext).then(

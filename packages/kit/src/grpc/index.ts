@@ -1,6 +1,7 @@
 export * from "./admin-service.js";
 export * from "./app.js";
 export * from "./context.js";
+export { type GrpcFrame, toGrpcFrame } from "./framed.js";
 export * from "./handlers.js";
 export * from "./health.js";
 export * from "./interceptor.js";

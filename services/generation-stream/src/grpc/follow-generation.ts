@@ -1,6 +1,7 @@
 import {
   type CallContext,
   credentialSignal,
+  type GrpcFrame,
   OutOfRangeError,
   principalOf,
   type RevocationSource,
@@ -44,7 +45,7 @@ type Send = (message: FollowGenerationResponse | PreEncoded) => Promise<void>;
 export function followGenerationHandler(d: FollowDeps) {
   return async (
     req: FollowGenerationRequest,
-    ctx: CallContext & { send: Send; trySend(message: PreEncoded): boolean },
+    ctx: CallContext & { send: Send; trySendFramed(message: PreEncoded, frame: GrpcFrame): boolean },
   ): Promise<void> => {
     const caller = principalOf(ctx);
     const id = req.generationId;
@@ -71,7 +72,7 @@ export function followGenerationHandler(d: FollowDeps) {
       const direct = (item: FollowEvent<SharedEvent>) =>
         !credentials.signal.aborted &&
         !ctx.stopping.aborted &&
-        ctx.trySend({ preEncoded: item.payload.wire });
+        ctx.trySendFramed({ preEncoded: item.payload.wire }, item.payload.framed);
       try {
         for await (const item of d.follow.follow(id, from, signal, { direct })) {
           if (item.kind === "event" && isTerminal(item.payload.event.event)) finished = true;

@@ -1,11 +1,13 @@
 import {
   type AsyncService,
+  type GrpcFrame,
   PRODUCE_SCOPE,
   principalOf,
   type RequestRules,
   type Rule,
   rule,
   type ServicePolicies,
+  toGrpcFrame,
 } from "@spool/kit";
 import {
   FollowGenerationResponse,
@@ -159,7 +161,10 @@ export function generationRules(l: RequestLimits): RequestRules<Definition> {
  */
 export interface SharedEvent {
   event: GenerationEvent;
+  /** The encoded FollowGenerationResponse: a view of `framed` past its prefix. */
   wire: Buffer;
+  /** `wire` as a gRPC frame, written as it is to each live follower's HTTP/2 stream (kit trySendFramed). */
+  framed: GrpcFrame;
 }
 
 export type FollowItem = { kind: "event"; sequence: number; payload: SharedEvent } | { kind: "heartbeat" };
@@ -169,8 +174,12 @@ export interface PreEncoded {
   preEncoded: Buffer;
 }
 
-export function encodeFollowEvent(event: GenerationEvent): Buffer {
-  return Buffer.from(FollowGenerationResponse.encode({ item: { $case: "event", value: event } }).finish());
+/** An event as every follower gets it: encoded once, straight into its gRPC frame. */
+export function shareEvent(event: GenerationEvent): SharedEvent {
+  const framed = toGrpcFrame(
+    FollowGenerationResponse.encode({ item: { $case: "event", value: event } }).finish(),
+  );
+  return { event, wire: framed.subarray(5), framed };
 }
 
 /** What a follower reads: the output subjects of GEN_OUTPUT, each event decoded and encoded once for all followers. */
@@ -180,7 +189,7 @@ export function outputFeed() {
     subjectOf: Subjects.output,
     decode: (msg: { data: Uint8Array }) => {
       const e = OutputEvent.decode(msg.data);
-      const payload: SharedEvent = { event: e, wire: encodeFollowEvent(e) };
+      const payload = shareEvent(e);
       return { sequence: Number(e.sequence), terminal: isTerminal(e.event), payload };
     },
   };
