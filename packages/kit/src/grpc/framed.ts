@@ -4,7 +4,7 @@
 // Writables (the call's and the HTTP/2 stream's), the interceptor responder
 // chain, and copy it into a fresh length-prefixed buffer. Here the frame
 // (5-byte prefix + message) is built once and handed to each HTTP/2 stream
-// as it is (docs/adr/gen-preframed-direct-frames.md).
+// as it is (docs/adr/0015-direct-grpc-frames.md).
 //
 // It reaches into grpc-js internals (1.14: ServerWritableStreamImpl.call, a
 // chain of ServerInterceptingCall.nextCall ending at
