@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { EventStore, Logger } from "@spool/kit";
-import { type ConsumerMessages, type JsMsg, onConsumerLost, orderedConsumer } from "./log-cursor.js";
+import { type ConsumerMessages, followOrdered, type JsMsg } from "./log-cursor.js";
 import type { Counters } from "./subscription.js";
 
 /** What the feed hands one subject's messages to (a Subscription). */
@@ -136,36 +136,27 @@ export class StreamFeed {
     positioned.resolve();
   }
 
-  async #consume(from: number, signal: AbortSignal): Promise<void> {
+  #consume(from: number, signal: AbortSignal): Promise<void> {
     const { store, stream, subject, readBatch, counters, logger } = this.#ctx;
-    const consumer = await orderedConsumer({ js: store.js, stream, subject, from });
-    counters.sharedConsumers++;
-    try {
-      // expires 10 s: idle heartbeats every 5 s, so nats.js notices a dead pull and recreates the consumer.
-      const messages = await consumer.consume({ max_messages: readBatch, expires: 10_000 });
-      this.#messages = messages;
-      this.lastActivity = Date.now();
-      onConsumerLost(messages, () => {
-        if (this.#messages !== messages) return;
-        logger.warn({ subject }, "follow feed's consumer was deleted; recreating it");
-        counters.sharedRestarts++;
-        messages.stop();
-      });
-      if (signal.aborted) messages.stop();
-      for await (const m of messages) {
-        // Stopped (the last subject left): what the old consumer still holds is not handed on.
-        if (signal.aborted) break;
+    return followOrdered({
+      spec: { js: store.js, stream, subject, from },
+      readBatch,
+      counters,
+      logger,
+      what: "follow feed",
+      setMessages: (messages) => {
+        this.#messages = messages;
         this.lastActivity = Date.now();
-        // An ordered consumer never goes back; a recreated one starts after the last message received.
-        if (m.seq <= this.#lastStreamSeq) continue;
+      },
+      lastSeq: () => this.#lastStreamSeq,
+      take: (m) => {
+        this.lastActivity = Date.now();
         this.#lastStreamSeq = m.seq;
         this.#sinks.get(m.subject)?.receive(m);
-      }
-    } finally {
-      this.#messages?.stop();
-      this.#messages = undefined;
-      // Ephemeral consumers expire on their own; deleting now keeps the server tidy.
-      consumer.delete().catch(() => {});
-    }
+        return true;
+      },
+      // Stopped (the last subject left): what the old consumer still holds is not handed on.
+      done: () => signal.aborted,
+    });
   }
 }

@@ -363,21 +363,33 @@ describe.each<{ mode: FeedMode }>([{ mode: "stream" }, { mode: "subject" }])(
       const total = 150;
       const ac = new AbortController();
       const runs: { p: Producer; after: number; done: Promise<Collected> }[] = [];
-      const join = (p: Producer, after: number) =>
+      const join = (p: Producer, after: number) => {
         runs.push({ p, after, done: collect(hub.follow(p.id, after, ac.signal)) });
+      };
       for (const p of producers.slice(0, 3)) join(p, 0);
       // Subject 0's only follower leaves at 50 (its subscription is dropped) and one joins it again at 90.
       const leaver = new AbortController();
       const left = collect(hub.follow(producers[0]!.id, 0, leaver.signal));
-      const hooks = (p: Producer) =>
-        new Map<number, () => void>([
-          [30, () => p === producers[1] && [producers[3]!, producers[4]!].forEach((q) => join(q, 0))],
-          [50, () => p === producers[0] && leaver.abort()],
-          [90, () => p === producers[0] && join(p, rand(90))],
-        ]);
+      const [p0, p1, p3, p4] = [producers[0]!, producers[1]!, producers[3]!, producers[4]!];
+      const hooks = (p: Producer) => {
+        const h = new Map<number, () => void>();
+        if (p === p1) {
+          h.set(30, () => {
+            join(p3, 0);
+            join(p4, 0);
+          });
+        }
+        if (p === p0) {
+          h.set(50, () => leaver.abort());
+          h.set(90, () => join(p0, rand(90)));
+        }
+        return h;
+      };
       await Promise.all(producers.map((p) => p.run(total, rand, 3, hooks(p))));
       const results = await Promise.all(runs.map((r) => r.done));
-      results.forEach((got, i) => expect(plain(got)).toEqual(runs[i]!.p.expected(runs[i]!.after)));
+      for (const [i, got] of results.entries()) {
+        expect(plain(got)).toEqual(runs[i]!.p.expected(runs[i]!.after));
+      }
       const partial = plain(await left);
       expect(partial).toEqual(producers[0]!.expected(0).slice(0, partial.length));
       const stats = hub.stats();

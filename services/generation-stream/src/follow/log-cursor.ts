@@ -1,4 +1,4 @@
-import type { EventStore } from "@spool/kit";
+import type { EventStore, Logger } from "@spool/kit";
 
 type JetStreamClient = EventStore["js"];
 type Consumer = Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>;
@@ -42,6 +42,60 @@ export function onConsumerLost(messages: ConsumerMessages, onLost: () => void): 
       }
     }
   })().catch(() => {});
+}
+
+/** How one live ordered consumer (a subscription's own, or the feed) is run by followOrdered. */
+export interface LiveConsumer {
+  spec: ConsumerSpec;
+  readBatch: number;
+  counters: { sharedConsumers: number; sharedRestarts: number };
+  logger: Logger;
+  /** Logged when the server deletes the consumer. */
+  what: string;
+  /** The messages are flowing (or stopped: undefined): the owner keeps them to stop or restart them. */
+  setMessages(messages: ConsumerMessages | undefined): void;
+  /** Stream sequence of the last message taken: older ones are skipped. */
+  lastSeq(): number;
+  /** Takes a message; false stops the consumer. */
+  take(m: JsMsg): boolean;
+  /** True once the owner is done (nothing more is taken). */
+  done(): boolean;
+}
+
+/**
+ * Runs one ordered consumer until it stops (stopped by its owner, lost, or
+ * its connection gone), taking every message newer than the owner's last,
+ * then deletes it. The owner recreates it from its last message: an ordered
+ * consumer never goes back, and a recreated one starts after that.
+ */
+export async function followOrdered(c: LiveConsumer): Promise<void> {
+  const consumer = await orderedConsumer(c.spec);
+  c.counters.sharedConsumers++;
+  let current: ConsumerMessages | undefined;
+  try {
+    // expires 10 s: idle heartbeats every 5 s, so nats.js notices a dead pull and recreates the consumer.
+    const messages = await consumer.consume({ max_messages: c.readBatch, expires: 10_000 });
+    current = messages;
+    c.setMessages(messages);
+    onConsumerLost(messages, () => {
+      if (current !== messages) return;
+      c.logger.warn({ subject: c.spec.subject }, `${c.what}'s consumer was deleted; recreating it`);
+      c.counters.sharedRestarts++;
+      messages.stop();
+    });
+    if (c.done()) messages.stop();
+    for await (const m of messages) {
+      if (c.done()) break;
+      if (m.seq <= c.lastSeq()) continue;
+      if (!c.take(m)) break;
+    }
+  } finally {
+    current?.stop();
+    current = undefined;
+    c.setMessages(undefined);
+    // Ephemeral consumers expire on their own; deleting now keeps the server tidy.
+    consumer.delete().catch(() => {});
+  }
 }
 
 export type CursorResult =

@@ -3,13 +3,7 @@ import { type EventMessage, type EventStore, type Logger, UnavailableError } fro
 import { Backfill, type CatchUpSlots } from "./backfill.js";
 import { type Decoded, type Decoder, decodeAll } from "./decode.js";
 import type { StreamFeed } from "./feed.js";
-import {
-  type ConsumerMessages,
-  type JsMsg,
-  LogCursor,
-  onConsumerLost,
-  orderedConsumer,
-} from "./log-cursor.js";
+import { type ConsumerMessages, followOrdered, type JsMsg, LogCursor } from "./log-cursor.js";
 import { Marks, Ring } from "./ring.js";
 
 /** Counted across a hub's subscriptions and followers (see FollowHubStats). */
@@ -312,7 +306,8 @@ export class Subscription<T> {
     if (this.finished) return;
     this.lastActivity = Date.now();
     if (!this.anchored) {
-      (this.#early ??= []).push(m);
+      this.#early ??= [];
+      this.#early.push(m);
       return;
     }
     if (m.seq <= this.lastStreamSeq) return;
@@ -367,44 +362,32 @@ export class Subscription<T> {
     this.#notify();
   }
 
-  async #consume(): Promise<void> {
-    const { store, stream, readBatch, counters } = this.#ctx;
-    const consumer = await orderedConsumer({
-      js: store.js,
-      stream,
-      subject: this.fullSubject,
-      from: this.lastStreamSeq > 0 ? this.lastStreamSeq + 1 : 0,
-    });
-    counters.sharedConsumers++;
-    try {
-      // expires 10 s: idle heartbeats every 5 s, so nats.js notices a dead pull and recreates the consumer.
-      const messages = await consumer.consume({ max_messages: readBatch, expires: 10_000 });
-      this.#messages = messages;
-      this.lastActivity = Date.now();
-      onConsumerLost(messages, () => {
-        if (this.#messages !== messages) return;
-        this.#ctx.logger.warn(
-          { subject: this.subject },
-          "follow subscription's consumer was deleted; recreating it",
-        );
-        this.#ctx.counters.sharedRestarts++;
-        messages.stop();
-      });
-      if (this.closed) messages.stop();
-      for await (const m of messages) {
+  #consume(): Promise<void> {
+    const { store, stream, readBatch, counters, logger } = this.#ctx;
+    return followOrdered({
+      spec: {
+        js: store.js,
+        stream,
+        subject: this.fullSubject,
+        from: this.lastStreamSeq > 0 ? this.lastStreamSeq + 1 : 0,
+      },
+      readBatch,
+      counters,
+      logger,
+      what: "follow subscription",
+      setMessages: (messages) => {
+        this.#messages = messages;
         this.lastActivity = Date.now();
-        // An ordered consumer never goes back; a recreated one starts after the last message received.
-        if (m.seq <= this.lastStreamSeq) continue;
+      },
+      lastSeq: () => this.lastStreamSeq,
+      take: (m) => {
+        this.lastActivity = Date.now();
         this.lastStreamSeq = m.seq;
         this.#receive(m);
-        if (this.finished) break;
-      }
-    } finally {
-      this.#messages?.stop();
-      this.#messages = undefined;
-      // Ephemeral consumers expire on their own; deleting now keeps the server tidy.
-      consumer.delete().catch(() => {});
-    }
+        return !this.finished;
+      },
+      done: () => this.closed,
+    });
   }
 
   #receive(m: JsMsg): void {
