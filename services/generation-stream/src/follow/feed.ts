@@ -82,6 +82,7 @@ export class StreamFeed {
     if (this.#sinks.size > 0 || this.#run === undefined) return;
     this.#stop.abort();
     this.#messages?.stop();
+    this.#messages = undefined;
     this.#run = undefined;
     this.#positioned = undefined;
     // A later start reads from the stream's end, not from where this one stopped.
@@ -98,6 +99,7 @@ export class StreamFeed {
     this.#sinks.clear();
     this.#stop.abort();
     this.#messages?.stop();
+    this.#messages = undefined;
     await this.#run;
   }
 
@@ -145,6 +147,8 @@ export class StreamFeed {
       logger,
       what: "follow feed",
       setMessages: (messages) => {
+        // A run stopped by detach() leaves the state alone: a new run may already own it.
+        if (signal.aborted) return;
         this.#messages = messages;
         this.lastActivity = Date.now();
       },

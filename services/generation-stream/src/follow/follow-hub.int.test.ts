@@ -402,6 +402,25 @@ describe.each<{ mode: FeedMode }>([{ mode: "stream" }, { mode: "subject" }])(
       }
     });
 
+    it("the last subscription leaving stops the feed; one made at once after it streams, and nothing looks stalled", async () => {
+      const hub = newHub({ idleUnsubscribeMs: 0, stallTimeoutMs: 150, heartbeatMs: 50 });
+      const first = new Producer(newId("leave"));
+      const second = new Producer(newId("next"));
+      await first.append(3);
+      const ac = new AbortController();
+      const leaving = new AbortController();
+      await collect(hub.follow(first.id, 0, leaving.signal), (_item, got) => {
+        if (got.events.length === 3) leaving.abort();
+      });
+      // The only subscription is gone: a new one comes right away.
+      const following = collect(hub.follow(second.id, 0, ac.signal));
+      await second.run(30, rng(15), 10);
+      expect(plain(await following)).toEqual(second.expected(0));
+      // Idle now: several stall periods pass without a (false) stall restart.
+      await sleep(600);
+      expect(hub.stats()).toMatchObject({ followers: 0, sharedRestarts: 0, feedConsuming: false });
+    });
+
     it("a follower joining after the terminal event gets the stored stream and ends", async () => {
       const rand = rng(3);
       const hub = newHub();
