@@ -3,7 +3,7 @@ import { type EventMessage, type EventStore, type Logger, UnavailableError } fro
 import { Backfill, type CatchUpSlots } from "./backfill.js";
 import { type Decoded, type Decoder, decodeAll } from "./decode.js";
 import type { StreamFeed } from "./feed.js";
-import { type ConsumerMessages, followOrdered, type JsMsg, LogCursor } from "./log-cursor.js";
+import { type ConsumerMessages, followOrdered, type JsMsg, LogCursor, raceWith } from "./log-cursor.js";
 import { Marks, Ring } from "./ring.js";
 
 /** Counted across a hub's subscriptions and followers (see FollowHubStats). */
@@ -283,7 +283,8 @@ export class Subscription<T> {
           this.#anchorAt(first);
           return;
         }
-        await feed.attach(this.fullSubject, this);
+        // Not waited for past close(): the feed may be unable to start while NATS is away.
+        await raceWith(feed.attach(this.fullSubject, this), this.#stop.signal, Number.POSITIVE_INFINITY);
         if (this.closed) return;
         this.#anchorAt(await this.#readLast());
       } catch (e) {
