@@ -1,3 +1,4 @@
+import cluster from "node:cluster";
 // What every service stands on, assembled in one call: a service's wiring.ts
 // then holds only what is its own (see startPlatform).
 
@@ -143,7 +144,10 @@ export async function startPlatform(options: PlatformOptions): Promise<Platform>
   const namespace = new Namespace(config.STREAM_PREFIX);
   const metrics = createMetricsRegistry({ service: name });
   const app = createGrpcServer({ name, logger, metrics, ...grpcOptionsFromConfig(config) });
-  await app.listen();
+  // A cluster worker binds only when it serves (serve() → start()): the primary deals connections
+  // to every worker listening on the port, and one still starting would answer UNIMPLEMENTED for
+  // the services it has not registered yet. The workers already serving answer meanwhile.
+  if (!cluster.isWorker) await app.listen();
   const waiting: RetryOptions = { logger, signal: options.signal };
   const retry = <T>(what: string, fn: () => Promise<T>) => retryTransient(what, fn, waiting);
 
