@@ -316,7 +316,11 @@ describe.each<{ mode: FeedMode }>([{ mode: "stream" }, { mode: "subject" }])(
           refuse === undefined
             ? undefined
             : (e: { sequence: number; terminal: boolean; payload: string }) => {
-                if (rand(100) < refuse) return false;
+                if (rand(100) < refuse) {
+                  // Half the refusals throw: the hub takes a throw as a refusal.
+                  if (rand(2) === 0) throw new Error("transport refused");
+                  return false;
+                }
                 run.direct++;
                 run.got.push({ sequence: e.sequence, text: e.payload, terminal: e.terminal });
                 return true;

@@ -73,7 +73,7 @@ export interface FollowOptions<T = unknown> {
    * being yielded. Returning true means it was delivered; false (the caller
    * cannot take it now: a slow client) means the follow yields it and what
    * follows it as usual. For a caller that writes events straight to its
-   * transport without a promise turn per event. It must not throw.
+   * transport without a promise turn per event. A throw counts as false.
    */
   direct?: DirectDelivery<T> | undefined;
 }

@@ -145,7 +145,14 @@ export class Follower<T> implements Waiter {
     for (let seq = want; seq < ring.next; seq++) {
       const e = ring.get(seq);
       if (e === undefined || e.terminal) return false;
-      if (!direct({ kind: "event", sequence: e.sequence, terminal: false, payload: e.payload })) return false;
+      let taken: boolean;
+      try {
+        taken = direct({ kind: "event", sequence: e.sequence, terminal: false, payload: e.payload });
+      } catch {
+        // Not the subscription's problem (it is fanning out to others): the follow's own send says why.
+        taken = false;
+      }
+      if (!taken) return false;
       this.#delivered = e.sequence;
       now ||= Date.now();
       this.#lastYield = this.#lastEvent = now;
