@@ -347,16 +347,15 @@ export class Subscription<T> {
     if (last === null) {
       this.ring.reset(1);
     } else {
-      const msg = last;
       let events: readonly Decoded<T>[];
       try {
-        events = decodeAll(decode, msg);
+        events = decodeAll(decode, last);
       } catch (e) {
         this.#fail(e, 0);
         return;
       }
       this.ring.reset(events[0]?.sequence ?? 1);
-      this.#accept(msg.seq, events, msg.data.length);
+      this.#accept(last.seq, events, last.data.length);
       this.lastStreamSeq = last.seq;
     }
     this.anchored = true;
